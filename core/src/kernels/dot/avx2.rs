@@ -1,0 +1,831 @@
+//! AVX2 + FMA + F16C kernels for x86_64 (Haswell, Zen and later), selected
+//! at runtime.
+//!
+//! The integer dot products follow ggml's: `_mm256_maddubs_epi16` multiplies
+//! unsigned by signed bytes and adds pairs into i16, `_mm256_madd_epi16`
+//! widens to i32 (multiplying by ones, or by the K-quants' sub-block scales).
+//! Signed weights use the sign trick: `|w| · (a * sign(w))`.
+//!
+//! Each kernel computes a register tile of up to 4 weight rows × 4 activation
+//! columns, so a weight block is unpacked once and used for every column.
+//! All loads are unaligned: weights come from memory-mapped files.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::quant::{round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
+
+use super::super::matmul::QMatrix;
+use super::{dispatch_tile, for_each_tile, Acts, TileOut};
+
+/// Whether this CPU has the features every function here requires.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Tile shape (rows × columns) of the 32-value formats when `n > 1`: one
+/// row keeps its unpacked block in registers while eight columns use it.
+const MR32: usize = 1;
+const NR32: usize = 8;
+/// Tile shape of the K-quants when `n > 1`.
+const NRK: usize = 8;
+/// Tile shape of F32/F16 weights when `n > 1`.
+const MRF: usize = 4;
+const NRF: usize = 2;
+
+// Weight formats of the 32-value tile kernel (a const generic parameter).
+const K_Q4_0: u8 = 0;
+const K_Q4_1: u8 = 1;
+const K_Q5_0: u8 = 2;
+const K_Q8_0: u8 = 3;
+
+/// Computes `out(r, c, dot)` for rows `rows` of `w` and columns `0..n`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C ([`available`]).
+///
+/// # Panics
+/// If `w` and `acts` do not match (type or size) or `rows` is out of range.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
+    w: &QMatrix,
+    rows: Range<usize>,
+    acts: Acts,
+    n: usize,
+    out: &mut F,
+) {
+    let rb = w.row_bytes();
+    // The raw-pointer kernels below rely on these bounds.
+    assert!(rows.start <= rows.end && rows.end <= w.rows);
+    assert!(w.data.len() >= w.rows * rb);
+    assert_eq!(w.cols % w.dtype.block_len(), 0);
+    let base = w.data.as_ptr();
+    let cols = w.cols;
+    match (w.dtype, acts) {
+        (GgmlType::Q4_0, Acts::Q8_0 { blocks, sums }) => {
+            run32::<K_Q4_0, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        }
+        (GgmlType::Q5_0, Acts::Q8_0 { blocks, sums }) => {
+            run32::<K_Q5_0, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        }
+        (GgmlType::Q8_0, Acts::Q8_0 { blocks, sums }) => {
+            run32::<K_Q8_0, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        }
+        (GgmlType::Q4_1, Acts::Q8_1 { blocks, sums }) => {
+            run32::<K_Q4_1, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        }
+        (GgmlType::Q4K, Acts::Q8K(a)) => run_k::<true, F>(base, rb, rows, a, cols, n, out),
+        (GgmlType::Q6K, Acts::Q8K(a)) => run_k::<false, F>(base, rb, rows, a, cols, n, out),
+        (GgmlType::F32, Acts::F32(x)) => run_f::<4, F>(base, rb, rows, x, cols, n, out),
+        (GgmlType::F16, Acts::F32(x)) => run_f::<2, F>(base, rb, rows, x, cols, n, out),
+        (t, a) => panic!("no AVX2 dot product for {t} weights with {a:?} activations"),
+    }
+}
+
+/// Tiles a 32-value format over rows × columns.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `base` holds `rows.end` rows of `rb` bytes of
+/// format `K`; `cols` is a multiple of 32.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn run32<const K: u8, A: Act32, F: FnMut(usize, usize, f32)>(
+    base: *const u8,
+    rb: usize,
+    rows: Range<usize>,
+    a: &[A],
+    sums: &[f32],
+    cols: usize,
+    n: usize,
+    out: &mut F,
+) {
+    let nb = cols / 32;
+    assert!(a.len() >= n * nb && sums.len() >= n * nb);
+    if n == 1 {
+        // Matrix-vector: one row at a time streams the weights best.
+        let (ap, sp) = (a.as_ptr(), sums.as_ptr());
+        for r in rows {
+            // SAFETY: row r is in bounds (asserted by the caller) and the
+            // column holds nb blocks (asserted above).
+            out(r, 0, unsafe { row32::<K, A>(base.add(r * rb), ap, sp, nb) });
+        }
+        return;
+    }
+    for_each_tile(rows, n, MR32, NR32, |r0, rr, c0, cc, res| {
+        // SAFETY: the tile's rows and columns are in bounds (asserted above
+        // and by the caller); the CPU features are the caller's contract.
+        unsafe {
+            let wp = base.add(r0 * rb);
+            let ap = a.as_ptr().add(c0 * nb);
+            let sp = sums.as_ptr().add(c0 * nb);
+            dispatch_tile!(
+                tile32, [K, A], rr, cc,
+                rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                (wp, rb, ap, sp, nb, res)
+            )
+        }
+    }, out)
+}
+
+/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × columns.
+///
+/// # Safety
+/// As [`run32`], for Q4_K / Q6_K rows and `cols` a multiple of 256.
+#[inline(always)]
+unsafe fn run_k<const Q4: bool, F: FnMut(usize, usize, f32)>(
+    base: *const u8,
+    rb: usize,
+    rows: Range<usize>,
+    a: &[BlockQ8K],
+    cols: usize,
+    n: usize,
+    out: &mut F,
+) {
+    let nb = cols / QK_K;
+    assert!(a.len() >= n * nb);
+    let nr = if n == 1 { 1 } else { NRK };
+    for_each_tile(rows, n, 1, nr, |r0, _, c0, cc, res| {
+        // SAFETY: as in `run32`.
+        unsafe {
+            let wp = base.add(r0 * rb);
+            let ap = a.as_ptr().add(c0 * nb);
+            if Q4 {
+                dispatch_tile!(
+                    tile_q4_k, [], 1, cc,
+                    rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                    (wp, rb, ap, nb, res)
+                )
+            } else {
+                dispatch_tile!(
+                    tile_q6_k, [], 1, cc,
+                    rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                    (wp, rb, ap, nb, res)
+                )
+            }
+        }
+    }, out)
+}
+
+/// Tiles F32 (`ES = 4`) or F16 (`ES = 2`) weights over rows × columns.
+///
+/// # Safety
+/// As [`run32`], with `x` holding `n` columns of `cols` values.
+#[inline(always)]
+unsafe fn run_f<const ES: usize, F: FnMut(usize, usize, f32)>(
+    base: *const u8,
+    rb: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    cols: usize,
+    n: usize,
+    out: &mut F,
+) {
+    assert!(x.len() >= n * cols);
+    let (mr, nr) = if n == 1 { (4, 1) } else { (MRF, NRF) };
+    for_each_tile(rows, n, mr, nr, |r0, rr, c0, cc, res| {
+        // SAFETY: as in `run32`.
+        unsafe {
+            let wp = base.add(r0 * rb);
+            let xp = x.as_ptr().add(c0 * cols);
+            dispatch_tile!(
+                tile_f, [ES], rr, cc,
+                rows [1, 2, 3, 4], cols [1, 2],
+                (wp, rb, xp, cols, res)
+            )
+        }
+    }, out)
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers. All are `unsafe` only because of their target features
+// (and raw pointers, which must be valid for the bytes they read).
+
+/// The little-endian f16 at `p`, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = p.cast::<u16>().read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Sum of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 16 packed bytes at `p` → 32 nibble values: the low nibbles in bytes
+/// 0..16, the high nibbles in bytes 16..32 (ggml's element order).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p.cast());
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0xF))
+}
+
+/// The 32 bits at `p` → 32 bytes, 0xFF where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits(p: *const u8) -> __m256i {
+    let x = p.cast::<u32>().read_unaligned() as i32;
+    // Byte k of the result gets byte k/8 of x ...
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
+    // ... and keeps only bit k%8: all ones exactly when that bit is set.
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
+}
+
+// ---------------------------------------------------------------------------
+// 32-value formats. Q4_0, Q4_1 and Q5_0 are multiplied as unsigned values
+// (`maddubs` takes them directly) and their per-block offset is applied
+// separately: with `w = d*u + o` (o = -8d, m, -16d),
+// `sum(w*x) = d*d_a*sum(u*q) + o*(d_a*sum(q))`, and the second term is a
+// dot product over blocks of the row's offsets with the column's contiguous
+// block sums, done eight blocks per instruction. Q8_0 uses the sign trick.
+
+/// The fields the 32-value kernel reads from an activation block.
+trait Act32 {
+    fn d(&self) -> f32;
+    fn qs(&self) -> &[i8; 32];
+}
+
+impl Act32 for BlockQ8_0 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl Act32 for BlockQ8_1 {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        self.d
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+/// Bytes per block of format `K`.
+const fn bytes32(k: u8) -> usize {
+    match k {
+        K_Q4_0 => 18,
+        K_Q4_1 => 20,
+        K_Q5_0 => 22,
+        _ => 34,
+    }
+}
+
+/// The block at `p`: its 32 values (unsigned, except Q8_0's signed ones),
+/// its scale and its offset coefficient (0 for Q8_0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack32<const K: u8>(p: *const u8) -> (__m256i, f32, f32) {
+    match K {
+        K_Q4_0 => {
+            let d = f16_at(p);
+            (nibbles(p.add(2)), d, -8.0 * d)
+        }
+        K_Q4_1 => {
+            // d and m are adjacent: convert both at once.
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+            let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+            (nibbles(p.add(4)), _mm_cvtss_f32(dm), m)
+        }
+        K_Q5_0 => {
+            // The fifth bits, as 0x10 bytes, on top of the nibbles.
+            let high = _mm256_and_si256(bytes_from_bits(p.add(2)), _mm256_set1_epi8(0x10));
+            let d = f16_at(p);
+            (_mm256_or_si256(nibbles(p.add(6)), high), d, -16.0 * d)
+        }
+        _ => (_mm256_loadu_si256(p.add(2).cast()), f16_at(p), 0.0),
+    }
+}
+
+/// One row of a 32-value format against one column (the matrix-vector
+/// case): four blocks per iteration into independent accumulators, so the
+/// loop is limited by memory, not by the latency of one FMA chain.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `nb` blocks of format `K`; `a` and
+/// `sums` hold `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row32<const K: u8, A: Act32>(
+    w: *const u8,
+    a: *const A,
+    sums: *const f32,
+    nb: usize,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_off = _mm256_setzero_ps();
+    let mut offs = [0.0f32; 8];
+    let mut b = 0;
+    // Groups of eight blocks: four accumulators, and the eight offsets
+    // applied with one FMA.
+    while b + 8 <= nb {
+        for k in 0..8 {
+            let (dot, d, off) = block_dot32::<K, A>(w.add((b + k) * bytes32(K)), &*a.add(b + k));
+            offs[k] = off;
+            acc[k % 4] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d), acc[k % 4]);
+        }
+        if K != K_Q8_0 {
+            let o = _mm256_loadu_ps(offs.as_ptr());
+            acc_off = _mm256_fmadd_ps(o, _mm256_loadu_ps(sums.add(b)), acc_off);
+        }
+        b += 8;
+    }
+    let mut tail = 0.0f32;
+    while b < nb {
+        let (dot, d, off) = block_dot32::<K, A>(w.add(b * bytes32(K)), &*a.add(b));
+        acc[0] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d), acc[0]);
+        tail += off * *sums.add(b);
+        b += 1;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(_mm256_add_ps(sum, acc_off)) + tail
+}
+
+/// One weight block at `p` against activation block `y`: the eight partial
+/// integer sums as floats, the product of the scales and the block's offset
+/// coefficient.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_dot32<const K: u8, A: Act32>(p: *const u8, y: &A) -> (__m256, f32, f32) {
+    let (q, d, off) = unpack32::<K>(p);
+    let mut qy = _mm256_loadu_si256(y.qs().as_ptr().cast());
+    let x = if K == K_Q8_0 {
+        qy = _mm256_sign_epi8(qy, q);
+        _mm256_sign_epi8(q, q)
+    } else {
+        q
+    };
+    let p16 = _mm256_maddubs_epi16(x, qy);
+    let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+    (dot, d * y.d(), off)
+}
+
+/// Blocks per pass of [`tile32`]: the offsets of a pass are kept on the
+/// stack and applied at its end.
+const PASS: usize = 64;
+
+/// `R` rows × `C` columns of a 32-value format: `res[r][c] = dot(row r,
+/// column c)`, with `nb` blocks per row and per column.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `R` rows of `row_bytes` bytes (at
+/// least `nb` blocks each); `a` and `sums` hold `C` columns of `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile32<const K: u8, A: Act32, const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const A,
+    sums: *const f32,
+    nb: usize,
+    res: &mut TileOut,
+) {
+    let signed = K == K_Q8_0;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut tail = [[0.0f32; C]; R];
+    let mut offs = [[0.0f32; PASS]; R];
+    let mut b0 = 0;
+    while b0 < nb {
+        let len = PASS.min(nb - b0);
+        for bi in 0..len {
+            let b = b0 + bi;
+            for r in 0..R {
+                let (q, d, off) = unpack32::<K>(w.add(r * row_bytes + b * bytes32(K)));
+                offs[r][bi] = off;
+                // maddubs wants its first operand unsigned.
+                let x = if signed { _mm256_sign_epi8(q, q) } else { q };
+                let dv = _mm256_set1_ps(d);
+                for c in 0..C {
+                    let y = &*a.add(c * nb + b);
+                    let mut qy = _mm256_loadu_si256(y.qs().as_ptr().cast());
+                    if signed {
+                        qy = _mm256_sign_epi8(qy, q);
+                    }
+                    // The i16 pair sums cannot saturate: x <= 128, |qy| <= 127.
+                    let p16 = _mm256_maddubs_epi16(x, qy);
+                    let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                    let t = _mm256_mul_ps(dot, _mm256_set1_ps(y.d()));
+                    acc[r][c] = _mm256_fmadd_ps(t, dv, acc[r][c]);
+                }
+            }
+        }
+        if !signed {
+            let mut bi = 0;
+            while bi + 8 <= len {
+                for r in 0..R {
+                    let o = _mm256_loadu_ps(offs[r].as_ptr().add(bi));
+                    for c in 0..C {
+                        let s = _mm256_loadu_ps(sums.add(c * nb + b0 + bi));
+                        acc[r][c] = _mm256_fmadd_ps(o, s, acc[r][c]);
+                    }
+                }
+                bi += 8;
+            }
+            for bi in bi..len {
+                for r in 0..R {
+                    for c in 0..C {
+                        tail[r][c] += offs[r][bi] * *sums.add(c * nb + b0 + bi);
+                    }
+                }
+            }
+        }
+        b0 += len;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            res[r][c] = hsum(acc[r][c]) + tail[r][c];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// K-quants with Q8_K activations.
+
+/// `R` rows × `C` columns of Q4_K: per super-block,
+/// `d*d_a*sum_j(sc_j * q·a) - dmin*d_a*sum_j(m_j * bsum_j)`.
+///
+/// # Safety
+/// As [`tile32`], with 144-byte Q4_K blocks and `BlockQ8K` columns.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_k<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const BlockQ8K,
+    nb: usize,
+    res: &mut TileOut,
+) {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        for r in 0..R {
+            let p = w.add(r * row_bytes + b * 144);
+            let d = f16_at(p);
+            let dmin = f16_at(p.add(2));
+            // Unpack the 6-bit scales and mins (ggml's utmp shuffle):
+            // afterwards bytes 0..8 are the scales, 8..16 the mins.
+            let s = p.add(4).cast::<u32>();
+            let mut u = [
+                s.read_unaligned(),
+                s.add(1).read_unaligned(),
+                s.add(2).read_unaligned(),
+                0,
+            ];
+            u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+            let uaux = u[1] & KMASK1;
+            u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+            u[2] = uaux;
+            u[0] &= KMASK1;
+            let mins_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                u[3] as i32,
+                u[2] as i32,
+                u[1] as i32,
+                u[0] as i32,
+            ));
+            let sc128 = _mm256_castsi256_si128(mins_scales);
+            let mins = _mm256_extracti128_si256::<1>(mins_scales);
+            let scales = _mm256_set_m128i(sc128, sc128);
+
+            let q4 = p.add(16);
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for j in 0..4 {
+                // The 16-bit scale of sub-block i in every lane.
+                let sel_l = _mm256_set1_epi16((((4 * j + 1) << 8) | (4 * j)) as i16);
+                let sel_h = _mm256_set1_epi16((((4 * j + 3) << 8) | (4 * j + 2)) as i16);
+                let scale_l = _mm256_shuffle_epi8(scales, sel_l);
+                let scale_h = _mm256_shuffle_epi8(scales, sel_h);
+                let bits = _mm256_loadu_si256(q4.add(32 * j).cast());
+                let q4l = _mm256_and_si256(bits, m4);
+                let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                for c in 0..C {
+                    let qs = (*a.add(c * nb + b)).qs.as_ptr().add(64 * j);
+                    let q8l = _mm256_loadu_si256(qs.cast());
+                    let q8h = _mm256_loadu_si256(qs.add(32).cast());
+                    let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                    let ph = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
+                }
+            }
+            for c in 0..C {
+                let y = &*a.add(c * nb + b);
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                // Activation sums per 32-value sub-block, times the mins.
+                let q8s = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                let prod = _mm256_set_m128i(_mm_setzero_si128(), _mm_madd_epi16(mins, q8s));
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(y.d * d),
+                    _mm256_cvtepi32_ps(sumi[c]),
+                    acc[r][c],
+                );
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(-y.d * dmin),
+                    _mm256_cvtepi32_ps(prod),
+                    acc[r][c],
+                );
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            res[r][c] = hsum(acc[r][c]);
+        }
+    }
+}
+
+/// `R` rows × `C` columns of Q6_K: the unsigned 6-bit values are multiplied
+/// as they are, and `32 * sum_j(sc_j * bsum_j)` is subtracted afterwards.
+///
+/// # Safety
+/// As [`tile32`], with 210-byte Q6_K blocks and `BlockQ8K` columns.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q6_k<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const BlockQ8K,
+    nb: usize,
+    res: &mut TileOut,
+) {
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        for r in 0..R {
+            let p = w.add(r * row_bytes + b * 210);
+            let d = f16_at(p.add(208));
+            let scales = _mm_loadu_si128(p.add(192).cast());
+            let mut sumi = [_mm256_setzero_si256(); C];
+            for half in 0..2 {
+                let ql = p.add(64 * half);
+                let bits1 = _mm256_loadu_si256(ql.cast());
+                let bits2 = _mm256_loadu_si256(ql.add(32).cast());
+                let bits_h = _mm256_loadu_si256(p.add(128 + 32 * half).cast());
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(bits1, m15),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(bits_h, m3)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(bits2, m15),
+                        _mm256_slli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(12))),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m15),
+                        _mm256_and_si256(bits_h, _mm256_set1_epi8(48)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m15),
+                        _mm256_srli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(-64))),
+                    ),
+                ];
+                for (k, &qk) in q.iter().enumerate() {
+                    // Scales of sub-blocks 2i and 2i+1, each for 8 i16 lanes.
+                    let i = (4 * half + k) as i64;
+                    let sel = _mm_set_epi64x(
+                        (2 * i + 1) * 0x0101_0101_0101_0101,
+                        (2 * i) * 0x0101_0101_0101_0101,
+                    );
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sel));
+                    for c in 0..C {
+                        let qs = (*a.add(c * nb + b)).qs.as_ptr().add(128 * half + 32 * k);
+                        let q8 = _mm256_loadu_si256(qs.cast());
+                        // 63 * 127 * 2 fits in i16.
+                        let p16 = _mm256_maddubs_epi16(qk, q8);
+                        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(sc, p16));
+                    }
+                }
+            }
+            let scales16 = _mm256_cvtepi8_epi16(scales);
+            for c in 0..C {
+                let y = &*a.add(c * nb + b);
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, scales16));
+                let isum = _mm256_sub_epi32(sumi[c], offset);
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(y.d * d),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r][c],
+                );
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            res[r][c] = hsum(acc[r][c]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// F32 / F16 weights with f32 activations.
+
+/// Eight weights at `p` as f32: F32 when `ES == 4`, F16 when `ES == 2`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const ES: usize>(p: *const u8) -> __m256 {
+    if ES == 4 {
+        _mm256_loadu_ps(p.cast())
+    } else {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    }
+}
+
+/// One weight at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load1<const ES: usize>(p: *const u8) -> f32 {
+    if ES == 4 {
+        p.cast::<f32>().read_unaligned()
+    } else {
+        f16_at(p)
+    }
+}
+
+/// `R` rows × `C` columns of F32/F16 weights against f32 columns of `cols`
+/// values.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `R` rows of `row_bytes >= cols * ES`
+/// bytes; `x` holds `C` columns of `cols` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_f<const ES: usize, const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    cols: usize,
+    res: &mut TileOut,
+) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let main = cols / 8 * 8;
+    let mut k = 0;
+    while k < main {
+        for r in 0..R {
+            let wv = load8::<ES>(w.add(r * row_bytes + k * ES));
+            for c in 0..C {
+                let xv = _mm256_loadu_ps(x.add(c * cols + k));
+                acc[r][c] = _mm256_fmadd_ps(wv, xv, acc[r][c]);
+            }
+        }
+        k += 8;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = hsum(acc[r][c]);
+            for k in main..cols {
+                s += load1::<ES>(w.add(r * row_bytes + k * ES)) * *x.add(c * cols + k);
+            }
+            res[r][c] = s;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantizers, bit-identical to the scalar ones in `crate::quant`.
+
+/// Quantizes 32 floats at `x`: returns the unrounded scale, the values
+/// (in order) and their sum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize32(x: *const f32) -> (f32, __m256i, i32) {
+    let v = [
+        _mm256_loadu_ps(x),
+        _mm256_loadu_ps(x.add(8)),
+        _mm256_loadu_ps(x.add(16)),
+        _mm256_loadu_ps(x.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for &vi in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, vi));
+    }
+    let m4 = _mm_max_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    let amax = _mm_cvtss_f32(m4);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    const RND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let mut i = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        i[k] = _mm256_cvtps_epi32(_mm256_round_ps::<RND>(_mm256_mul_ps(v[k], id)));
+    }
+    let sum = hsum_i32(_mm256_add_epi32(
+        _mm256_add_epi32(i[0], i[1]),
+        _mm256_add_epi32(i[2], i[3]),
+    ));
+    // Pack to bytes; the packs interleave 128-bit lanes, the permute
+    // restores element order.
+    let p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    let q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    (d, q, sum)
+}
+
+/// AVX2 version of [`crate::quant::quantize_row_q8_0`].
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `src.len() == 32 * dst.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
+    debug_assert_eq!(src.len(), dst.len() * 32);
+    for (i, b) in dst.iter_mut().enumerate() {
+        let (d, q, _) = quantize32(src.as_ptr().add(32 * i));
+        b.d = round_f16(d);
+        _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
+    }
+}
+
+/// AVX2 version of [`crate::quant::quantize_row_q8_1`].
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `src.len() == 32 * dst.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
+    debug_assert_eq!(src.len(), dst.len() * 32);
+    for (i, b) in dst.iter_mut().enumerate() {
+        let (d, q, sum) = quantize32(src.as_ptr().add(32 * i));
+        b.d = round_f16(d);
+        b.s = round_f16(d * sum as f32);
+        _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
+    }
+}
+
+/// AVX2 version of [`crate::quant::quantize_row_q8_k`].
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `src.len() == 256 * dst.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [BlockQ8K]) {
+    debug_assert_eq!(src.len(), dst.len() * QK_K);
+    let sign = _mm256_set1_ps(-0.0);
+    for (b, x) in dst.iter_mut().zip(src.chunks_exact(QK_K)) {
+        let xp = x.as_ptr();
+        let mut m = _mm256_setzero_ps();
+        for k in (0..QK_K).step_by(8) {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xp.add(k))));
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+        let amax = lanes.iter().fold(0.0f32, |a, &v| a.max(v));
+        if amax == 0.0 {
+            *b = BlockQ8K::default();
+            continue;
+        }
+        // The first value of largest magnitude, with its sign.
+        let max = *x.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+        let iscale = -127.0 / max;
+        let is = _mm256_set1_ps(iscale);
+        let top = _mm256_set1_epi32(127);
+        const RND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        for k in (0..QK_K).step_by(32) {
+            let mut i = [_mm256_setzero_si256(); 4];
+            for j in 0..4 {
+                let v = _mm256_mul_ps(is, _mm256_loadu_ps(xp.add(k + 8 * j)));
+                i[j] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps::<RND>(v)), top);
+            }
+            let p =
+                _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+            let q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(b.qs.as_mut_ptr().add(k).cast(), q);
+        }
+        for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = g.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}

@@ -1,0 +1,224 @@
+//! Dot products of quantized weight rows with quantized activation columns,
+//! per weight type and instruction set.
+//!
+//! Every backend exposes the same entry point, `dot_rows`, which computes
+//! `dot(W[r, :], column c)` for a range of rows and all activation columns
+//! and hands each result to a writer `out(row, col, value)`. Backends walk
+//! the rows in small tiles and, for each tile, all columns, so a tile of
+//! weights is loaded from memory once per call and then reused from L1.
+
+use std::ops::Range;
+
+use crate::quant::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+
+use super::matmul::QMatrix;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+pub(crate) mod scalar;
+
+#[cfg(test)]
+mod tests;
+
+/// The activations of one matmul call, already converted to the format the
+/// weight type's dot product consumes; `n` columns stored one after another.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Acts<'a> {
+    /// Plain f32 (for F32 and F16 weights): `cols` values per column.
+    F32(&'a [f32]),
+    /// One `BlockQ8_0` per 32 values (Q4_0, Q5_0, Q8_0 weights), and per
+    /// block `d * sum(qs)`, contiguous so SIMD kernels can apply the
+    /// weights' constant offsets (-8, -16) eight blocks at a time.
+    Q8_0 {
+        blocks: &'a [BlockQ8_0],
+        sums: &'a [f32],
+    },
+    /// One `BlockQ8_1` per 32 values (Q4_1 weights), and the blocks' `s`
+    /// again, contiguous, for the weights' block minimums.
+    Q8_1 {
+        blocks: &'a [BlockQ8_1],
+        sums: &'a [f32],
+    },
+    /// One `BlockQ8K` per 256 values (Q4_K, Q6_K weights).
+    Q8K(&'a [BlockQ8K]),
+}
+
+/// The instruction set a call runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Portable reference code.
+    Scalar,
+    /// x86_64 with AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// aarch64 Advanced SIMD (always present on aarch64).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub(crate) fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            return Isa::Avx2;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
+        }
+        Isa::Scalar
+    }
+}
+
+/// Computes `out(r, c, dot(W[r, :], column c))` for every `r` in `rows` and
+/// `c` in `0..n`.
+///
+/// `acts` must match the weight type (see [`Acts`]) and hold at least `n`
+/// columns; `isa` must be supported by this CPU (as [`Isa::best`] returns).
+pub(crate) fn dot_rows<F: FnMut(usize, usize, f32)>(
+    isa: Isa,
+    w: &QMatrix,
+    rows: Range<usize>,
+    acts: Acts,
+    n: usize,
+    out: &mut F,
+) {
+    debug_assert!(rows.end <= w.rows);
+    match isa {
+        Isa::Scalar => scalar::dot_rows(w, rows, acts, n, out),
+        // SAFETY: `Isa::Avx2` is only produced by `Isa::best` after checking
+        // the CPU features (tests construct it the same way).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::dot_rows(w, rows, acts, n, out) },
+        // SAFETY: as above, NEON was detected.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::dot_rows(w, rows, acts, n, out) },
+    }
+}
+
+/// Quantizes activations to Q8_0 blocks (bit-identical on every `isa`).
+pub(crate) fn quantize_q8_0(isa: Isa, src: &[f32], dst: &mut [BlockQ8_0]) {
+    assert_eq!(src.len(), dst.len() * 32, "Q8_0 activation length");
+    match isa {
+        Isa::Scalar => crate::quant::quantize_row_q8_0(src, dst),
+        // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::quantize_q8_0(src, dst) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::quantize_q8_0(src, dst) },
+    }
+}
+
+/// Quantizes activations to Q8_1 blocks (bit-identical on every `isa`).
+pub(crate) fn quantize_q8_1(isa: Isa, src: &[f32], dst: &mut [BlockQ8_1]) {
+    assert_eq!(src.len(), dst.len() * 32, "Q8_1 activation length");
+    match isa {
+        Isa::Scalar => crate::quant::quantize_row_q8_1(src, dst),
+        // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::quantize_q8_1(src, dst) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::quantize_q8_1(src, dst) },
+    }
+}
+
+/// The contiguous per-block sums of [`Acts::Q8_0`]: `d * sum(qs)`.
+pub(crate) fn block_sums_q8_0(blocks: &[BlockQ8_0], sums: &mut [f32]) {
+    for (s, b) in sums.iter_mut().zip(blocks) {
+        *s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+    }
+}
+
+/// The contiguous per-block sums of [`Acts::Q8_1`]: each block's `s`.
+pub(crate) fn block_sums_q8_1(blocks: &[BlockQ8_1], sums: &mut [f32]) {
+    for (s, b) in sums.iter_mut().zip(blocks) {
+        *s = b.s;
+    }
+}
+
+/// Quantizes activations to Q8_K blocks (bit-identical on every `isa`).
+pub(crate) fn quantize_q8_k(isa: Isa, src: &[f32], dst: &mut [BlockQ8K]) {
+    assert_eq!(src.len(), dst.len() * 256, "Q8_K activation length");
+    match isa {
+        Isa::Scalar => crate::quant::quantize_row_q8_k(src, dst),
+        // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::quantize_q8_k(src, dst) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { neon::quantize_q8_k(src, dst) },
+    }
+}
+
+/// Most rows of a register tile.
+pub(crate) const MAX_TILE_ROWS: usize = 4;
+/// Most columns of a register tile.
+pub(crate) const MAX_TILE_COLS: usize = 8;
+
+/// Results of one tile: `[row][col]`.
+pub(crate) type TileOut = [[f32; MAX_TILE_COLS]; MAX_TILE_ROWS];
+
+/// Walks `rows` × `0..n` in tiles of at most `mr` rows × `nr` columns (row
+/// tiles outermost, so each weight tile is reused across all columns while
+/// it is hot) and forwards each tile's results to `out`.
+///
+/// `tile(r0, rr, c0, cc, &mut res)` computes rows `r0..r0 + rr` against
+/// columns `c0..c0 + cc` into `res[..rr][..cc]`.
+#[inline(always)]
+pub(crate) fn for_each_tile<T, F>(
+    rows: Range<usize>,
+    n: usize,
+    mr: usize,
+    nr: usize,
+    mut tile: T,
+    out: &mut F,
+) where
+    T: FnMut(usize, usize, usize, usize, &mut TileOut),
+    F: FnMut(usize, usize, f32),
+{
+    debug_assert!((1..=MAX_TILE_ROWS).contains(&mr) && (1..=MAX_TILE_COLS).contains(&nr));
+    let mut res: TileOut = [[0.0; MAX_TILE_COLS]; MAX_TILE_ROWS];
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let rr = mr.min(rows.end - r0);
+        let mut c0 = 0;
+        while c0 < n {
+            let cc = nr.min(n - c0);
+            tile(r0, rr, c0, cc, &mut res);
+            for (i, row) in res.iter().enumerate().take(rr) {
+                for (j, &v) in row.iter().enumerate().take(cc) {
+                    out(r0 + i, c0 + j, v);
+                }
+            }
+            c0 += cc;
+        }
+        r0 += rr;
+    }
+}
+
+/// Calls `f::<G.., R, C>(args)` for runtime tile sizes: `rr` must be one of
+/// the listed row counts and `cc` one of the column counts; each pair is a
+/// separate instantiation with its accumulators in registers.
+///
+/// `dispatch_tile!(f, [G..], rr, cc, rows [1, 2], cols [1, 2, 3], (args..))`
+macro_rules! dispatch_tile {
+    ($f:ident, $gen:tt, $rr:expr, $cc:expr, rows [$($r:literal),*], cols $cols:tt, $args:tt) => {
+        match $rr {
+            $( $r => dispatch_tile!(@cols $f, $gen, $r, $cc, $cols, $args), )*
+            _ => unreachable!("unexpected tile row count"),
+        }
+    };
+    (@cols $f:ident, $gen:tt, $r:literal, $cc:expr, [$($c:literal),*], $args:tt) => {
+        match $cc {
+            $( $c => dispatch_tile!(@call $f, $gen, $r, $c, $args), )*
+            _ => unreachable!("unexpected tile column count"),
+        }
+    };
+    (@call $f:ident, [$($g:tt),*], $r:literal, $c:literal, ($($args:expr),*)) => {
+        $f::<$($g,)* $r, $c>($($args),*)
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use dispatch_tile;

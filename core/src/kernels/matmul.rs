@@ -1,0 +1,289 @@
+//! Quantized weight matrix × f32 activations, split across a [`ThreadPool`].
+//!
+//! A call quantizes the activations once to the weight type's dot-product
+//! format (ggml's `vec_dot_type`), then the threads claim chunks of weight
+//! rows and compute those rows against every activation column, so each
+//! weight byte is read from memory once per call whatever `n` is.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::quant::{byte_len, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QuantError, QK_K};
+
+use super::dot::{self, Acts, Isa};
+use super::pool::ThreadPool;
+
+/// A row-major matrix of quantized weights borrowed from tensor data: each of
+/// the `rows` rows holds `cols` elements in `dtype.bytes_for(cols)` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    pub dtype: GgmlType,
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a> QMatrix<'a> {
+    /// Describes `data` as a `rows × cols` matrix of `dtype`, checking that the
+    /// type has kernels, that `cols` is a whole number of blocks and that
+    /// `data` has exactly the size of the matrix.
+    pub fn new(
+        dtype: GgmlType,
+        data: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, QuantError> {
+        let m = QMatrix {
+            dtype,
+            data,
+            rows,
+            cols,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Bytes per row.
+    ///
+    /// # Panics
+    /// If `cols` is not a whole number of blocks (see [`QMatrix::new`]).
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.dtype.block_len() * self.dtype.block_bytes()
+    }
+
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Checks the invariants [`QMatrix::new`] establishes (the fields are
+    /// public, so the kernels re-check them before trusting them).
+    pub fn validate(&self) -> Result<(), QuantError> {
+        let dtype = self.dtype;
+        if !dtype.is_supported() {
+            return Err(QuantError::Unsupported {
+                dtype,
+                operation: "matmul",
+            });
+        }
+        let row_bytes = byte_len(dtype, self.cols)?;
+        let expected = row_bytes
+            .checked_mul(self.rows)
+            .ok_or(QuantError::TooLarge {
+                dtype,
+                elements: usize::MAX,
+            })?;
+        if self.data.len() != expected {
+            return Err(QuantError::SizeMismatch {
+                dtype,
+                elements: self.rows.saturating_mul(self.cols),
+                expected,
+                actual: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reusable buffers for quantized activations; they grow to the largest call
+/// seen and never shrink, so a decode loop allocates nothing after warm-up.
+#[derive(Default, Debug)]
+pub struct MatmulScratch {
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8_k: Vec<BlockQ8K>,
+    /// Per-block activation sums for the 32-value formats.
+    sums: Vec<f32>,
+}
+
+/// Grows `v` to at least `len` elements and returns its first `len`.
+fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
+}
+
+/// `y[i*rows + r] = dot(W[r, :], x[i*cols .. (i+1)*cols])` for `i in 0..n`.
+///
+/// The activations are quantized once to the weight type's dot-product
+/// format, so results match ggml's to within float rounding.
+///
+/// # Panics
+/// If `w` does not satisfy [`QMatrix::validate`], if
+/// `x.len() != n * w.cols` or if `y.len() != n * w.rows`. [`try_matmul`]
+/// returns these as errors instead.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    if let Err(e) = try_matmul(pool, w, x, n, y, scratch) {
+        panic!("matmul: {e}");
+    }
+}
+
+/// [`matmul`] returning shape errors instead of panicking.
+pub fn try_matmul(
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), QuantError> {
+    w.validate()?;
+    check_len("x", n.checked_mul(w.cols), x.len())?;
+    check_len("y", n.checked_mul(w.rows), y.len())?;
+    matmul_with(Isa::best(), pool, w, x, n, y, scratch);
+    Ok(())
+}
+
+fn check_len(what: &'static str, expected: Option<usize>, actual: usize) -> Result<(), QuantError> {
+    match expected {
+        Some(e) if e == actual => Ok(()),
+        _ => Err(QuantError::LengthMismatch {
+            what,
+            expected: expected.unwrap_or(usize::MAX),
+            actual,
+        }),
+    }
+}
+
+/// A pointer to `y` that the pool's threads may share: each chunk of rows is
+/// written by exactly one thread.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the pointer is only dereferenced for disjoint elements (rows
+// claimed through an atomic counter) while `matmul` holds `&mut y`.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    /// A method (rather than field access) so closures capture the whole
+    /// `Sync` wrapper, not the raw pointer field.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// [`matmul`] on a given instruction set, with shapes already checked.
+pub(crate) fn matmul_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &QMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    debug_assert!(w.validate().is_ok());
+    debug_assert_eq!(x.len(), n * w.cols);
+    debug_assert_eq!(y.len(), n * w.rows);
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    if w.cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let acts = quantize_acts(isa, pool, w.dtype, x, scratch);
+
+    let rows = w.rows;
+    let nt = pool.n_threads();
+    // Chunks of 16 rows (64 bytes of each y column) or more, so threads do
+    // not share cache lines of y; about 8 chunks per thread so a thread that
+    // is descheduled on a busy machine does not hold up the others.
+    let chunk = (rows / (nt * 8)).clamp(16, 1024).next_multiple_of(16);
+    let n_chunks = rows.div_ceil(chunk);
+    let next = AtomicUsize::new(0);
+    let out = SharedOut(y.as_mut_ptr());
+    let job = |_: usize, _: usize| loop {
+        let ci = next.fetch_add(1, Ordering::Relaxed);
+        if ci >= n_chunks {
+            break;
+        }
+        let r0 = ci * chunk;
+        let r1 = (r0 + chunk).min(rows);
+        let yp = out.ptr();
+        dot::dot_rows(isa, w, r0..r1, acts, n, &mut |r, c, v| {
+            debug_assert!(r < rows && c < n);
+            // SAFETY: `r < rows` and `c < n`, and y.len() == n * rows;
+            // each row belongs to exactly one chunk and each chunk to one
+            // thread, and `pool.run` returns only after every thread is
+            // done, while `y` is still mutably borrowed.
+            unsafe { yp.add(c * rows + r).write(v) }
+        });
+    };
+    if nt == 1 || n_chunks == 1 {
+        job(0, 1);
+    } else {
+        pool.run(&job);
+    }
+}
+
+/// Converts the `n` activation columns to the dot-product format of
+/// `dtype`, in parallel when there are many.
+fn quantize_acts<'s>(
+    isa: Isa,
+    pool: &ThreadPool,
+    dtype: GgmlType,
+    x: &'s [f32],
+    scratch: &'s mut MatmulScratch,
+) -> Acts<'s> {
+    match dtype {
+        GgmlType::F32 | GgmlType::F16 => Acts::F32(x),
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            let nb = x.len() / 32;
+            let blocks = grow(&mut scratch.q8_0, nb);
+            par_map(pool, x, blocks, 32, |src, dst| dot::quantize_q8_0(isa, src, dst));
+            let sums = grow(&mut scratch.sums, nb);
+            par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
+            Acts::Q8_0 { blocks, sums }
+        }
+        GgmlType::Q4_1 => {
+            let nb = x.len() / 32;
+            let blocks = grow(&mut scratch.q8_1, nb);
+            par_map(pool, x, blocks, 32, |src, dst| dot::quantize_q8_1(isa, src, dst));
+            let sums = grow(&mut scratch.sums, nb);
+            par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
+            Acts::Q8_1 { blocks, sums }
+        }
+        GgmlType::Q4K | GgmlType::Q6K => {
+            let dst = grow(&mut scratch.q8_k, x.len() / QK_K);
+            par_map(pool, x, dst, QK_K, |src, dst| dot::quantize_q8_k(isa, src, dst));
+            Acts::Q8K(dst)
+        }
+        t => unreachable!("validated matrix of unsupported type {t}"),
+    }
+}
+
+/// Runs `f(src_part, dst_part)` over matching parts of `src` and `dst`
+/// (`per_item` source values per destination item), on the pool when the
+/// input is large.
+fn par_map<S: Sync, T: Send>(
+    pool: &ThreadPool,
+    src: &[S],
+    dst: &mut [T],
+    per_item: usize,
+    f: impl Fn(&[S], &mut [T]) + Sync,
+) {
+    // Below this, waking the workers costs more than the work.
+    const PARALLEL_MIN: usize = 1 << 15;
+    if pool.n_threads() == 1 || src.len() < PARALLEL_MIN {
+        f(src, dst);
+        return;
+    }
+    const ITEMS_PER_PART: usize = 256;
+    pool.for_each_chunk_mut(dst, ITEMS_PER_PART, &|i, part: &mut [T]| {
+        let start = i * ITEMS_PER_PART * per_item;
+        f(&src[start..start + part.len() * per_item], part);
+    });
+}
+
+#[cfg(test)]
+mod tests;

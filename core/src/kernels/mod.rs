@@ -1,0 +1,10 @@
+//! Hot-path CPU kernels: the thread pool that runs them and quantized
+//! matrix multiplication with per-instruction-set dot products (portable
+//! scalar, AVX2 + FMA on x86_64, NEON on aarch64, chosen at runtime).
+
+mod dot;
+mod matmul;
+mod pool;
+
+pub use matmul::{matmul, try_matmul, MatmulScratch, QMatrix};
+pub use pool::ThreadPool;

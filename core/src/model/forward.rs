@@ -1,0 +1,273 @@
+//! The transformer forward pass shared by every architecture, over a batch
+//! of tokens that may belong to several sequences (each with its own
+//! [`KvCache`]). Architecture differences are flags of [`ModelConfig`].
+
+use crate::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use crate::quant;
+
+use super::config::{Activation, ModelConfig, RopeStyle};
+use super::kv_cache::KvCache;
+use super::ops;
+use super::weights::{MatrixRef, Weights};
+use super::ModelError;
+
+/// Longest head the attention kernel handles (its accumulator lives on the stack).
+pub const MAX_HEAD_DIM: usize = 512;
+
+/// One token of a batch: which token, at which position of which sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchToken {
+    pub token: u32,
+    pub pos: usize,
+    pub seq: usize,
+}
+
+/// Buffers reused across forward passes so that decoding allocates nothing.
+#[derive(Default)]
+pub struct ForwardScratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    last: Vec<f32>,
+    mm: MatmulScratch,
+}
+
+fn fit(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// A raw pointer that threads of the pool may write through at disjoint offsets.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user writes only to indices no other thread touches.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+pub(crate) struct Forward<'a> {
+    pub config: &'a ModelConfig,
+    pub weights: &'a Weights,
+    pub bytes: &'a [u8],
+    pub rope_global: &'a [f32],
+    pub rope_local: &'a [f32],
+    pub pool: &'a ThreadPool,
+}
+
+impl Forward<'_> {
+    fn matrix<'m>(&'m self, m: &MatrixRef) -> QMatrix<'m> {
+        QMatrix {
+            dtype: m.dtype,
+            data: &self.bytes[m.bytes.clone()],
+            rows: m.rows,
+            cols: m.cols,
+        }
+    }
+
+    /// Runs `batch` through the model, appending keys and values to each
+    /// token's sequence cache, and writes the logits of the tokens listed in
+    /// `logit_rows` (indices into `batch`) to `logits`, one row of
+    /// `vocab_size` per entry.
+    pub fn run(
+        &self,
+        batch: &[BatchToken],
+        caches: &mut [KvCache],
+        logit_rows: &[usize],
+        logits: &mut Vec<f32>,
+        s: &mut ForwardScratch,
+    ) -> Result<(), ModelError> {
+        let c = self.config;
+        let n = batch.len();
+        let d = c.n_embd;
+        for t in batch {
+            if t.token as usize >= c.vocab_size {
+                return Err(ModelError::TokenOutOfRange {
+                    token: t.token,
+                    vocab_size: c.vocab_size,
+                });
+            }
+            let cache = caches.get(t.seq).ok_or(ModelError::NoSuchSequence(t.seq))?;
+            if t.pos >= cache.capacity() {
+                return Err(ModelError::ContextFull {
+                    pos: t.pos,
+                    capacity: cache.capacity(),
+                });
+            }
+            if t.pos > cache.len() && !batch.iter().any(|o| o.seq == t.seq && o.pos + 1 == t.pos) {
+                return Err(ModelError::PositionGap {
+                    seq: t.seq,
+                    pos: t.pos,
+                    cached: cache.len(),
+                });
+            }
+        }
+
+        // Embeddings.
+        let x = fit(&mut s.x, n * d);
+        let emb = &self.weights.token_embd;
+        let row_bytes = emb.bytes.len() / emb.rows;
+        for (i, t) in batch.iter().enumerate() {
+            let start = emb.bytes.start + t.token as usize * row_bytes;
+            quant::dequantize(emb.dtype, &self.bytes[start..start + row_bytes], &mut x[i * d..(i + 1) * d])
+                .map_err(|e| ModelError::Config(e.to_string()))?;
+            if c.embedding_scale != 1.0 {
+                x[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= c.embedding_scale);
+            }
+        }
+
+        for (il, lw) in self.weights.layers.iter().enumerate() {
+            // Attention.
+            let h = fit(&mut s.h, n * d);
+            for i in 0..n {
+                ops::rms_norm_into(&mut h[i * d..(i + 1) * d], &s.x[i * d..(i + 1) * d], &lw.attn_norm, c.rms_eps);
+            }
+            let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+            let q = fit(&mut s.q, n * qd);
+            matmul(self.pool, &self.matrix(&lw.wq), h, n, q, &mut s.mm);
+            let k = fit(&mut s.k, n * kvd);
+            matmul(self.pool, &self.matrix(&lw.wk), h, n, k, &mut s.mm);
+            let v = fit(&mut s.v, n * kvd);
+            matmul(self.pool, &self.matrix(&lw.wv), h, n, v, &mut s.mm);
+
+            let sliding = c.sliding_layers[il];
+            let inv_freq = if sliding { self.rope_local } else { self.rope_global };
+            let neox = c.rope_style == RopeStyle::Neox;
+            for (i, t) in batch.iter().enumerate() {
+                for head in q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                    if let Some(w) = &lw.q_norm {
+                        ops::rms_norm(head, w, c.rms_eps);
+                    }
+                    ops::rope(&mut head[..c.rope_dims], t.pos, inv_freq, neox);
+                }
+                for head in k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                    if let Some(w) = &lw.k_norm {
+                        ops::rms_norm(head, w, c.rms_eps);
+                    }
+                    ops::rope(&mut head[..c.rope_dims], t.pos, inv_freq, neox);
+                }
+                let (kc, vc) = caches[t.seq].layer_mut(il);
+                kc[t.pos * kvd..(t.pos + 1) * kvd].copy_from_slice(&k[i * kvd..(i + 1) * kvd]);
+                vc[t.pos * kvd..(t.pos + 1) * kvd].copy_from_slice(&v[i * kvd..(i + 1) * kvd]);
+            }
+
+            let attn = fit(&mut s.attn, n * qd);
+            let window = if sliding { c.sliding_window } else { None };
+            self.attention(batch, caches, il, q, attn, window);
+
+            let o = fit(&mut s.o, n * d);
+            matmul(self.pool, &self.matrix(&lw.wo), attn, n, o, &mut s.mm);
+            for i in 0..n {
+                let row = &mut o[i * d..(i + 1) * d];
+                if let Some(w) = &lw.post_attn_norm {
+                    ops::rms_norm(row, w, c.rms_eps);
+                }
+                ops::add_assign(&mut s.x[i * d..(i + 1) * d], row);
+            }
+
+            // Feed-forward.
+            let h = fit(&mut s.h, n * d);
+            for i in 0..n {
+                ops::rms_norm_into(&mut h[i * d..(i + 1) * d], &s.x[i * d..(i + 1) * d], &lw.ffn_norm, c.rms_eps);
+            }
+            let ff = c.n_ff;
+            let gate = fit(&mut s.gate, n * ff);
+            matmul(self.pool, &self.matrix(&lw.w_gate), h, n, gate, &mut s.mm);
+            let up = fit(&mut s.up, n * ff);
+            matmul(self.pool, &self.matrix(&lw.w_up), h, n, up, &mut s.mm);
+            match c.activation {
+                Activation::Silu => ops::silu_mul(gate, up),
+                Activation::Gelu => ops::gelu_mul(gate, up),
+            }
+            let o = fit(&mut s.o, n * d);
+            matmul(self.pool, &self.matrix(&lw.w_down), gate, n, o, &mut s.mm);
+            for i in 0..n {
+                let row = &mut o[i * d..(i + 1) * d];
+                if let Some(w) = &lw.post_ffn_norm {
+                    ops::rms_norm(row, w, c.rms_eps);
+                }
+                ops::add_assign(&mut s.x[i * d..(i + 1) * d], row);
+            }
+        }
+
+        for t in batch {
+            let cache = &mut caches[t.seq];
+            if t.pos + 1 > cache.len() {
+                cache.set_len(t.pos + 1);
+            }
+        }
+
+        // Final norm and output projection, only for the rows asked for.
+        let m = logit_rows.len();
+        if m == 0 {
+            return Ok(());
+        }
+        let last = fit(&mut s.last, m * d);
+        for (j, &i) in logit_rows.iter().enumerate() {
+            ops::rms_norm_into(&mut last[j * d..(j + 1) * d], &s.x[i * d..(i + 1) * d], &self.weights.output_norm, c.rms_eps);
+        }
+        logits.resize(m * c.vocab_size, 0.0);
+        matmul(self.pool, &self.matrix(&self.weights.output), last, m, logits, &mut s.mm);
+        if let Some(cap) = c.final_logit_softcap {
+            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
+        Ok(())
+    }
+
+    /// Causal (optionally sliding-window) attention of every token of the
+    /// batch over its sequence's cache, one pass with an online softmax.
+    fn attention(&self, batch: &[BatchToken], caches: &[KvCache], il: usize, q: &[f32], out: &mut [f32], window: Option<usize>) {
+        let c = self.config;
+        let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
+        let group = c.n_heads / c.n_kv_heads;
+        let jobs = batch.len() * c.n_heads;
+        let out_ptr = SharedMut(out.as_mut_ptr());
+        let scale = c.attention_scale;
+        self.pool.run(&|tid, nt| {
+            let out_ptr = out_ptr;
+            let mut acc = [0f32; MAX_HEAD_DIM];
+            for job in (tid..jobs).step_by(nt) {
+                let (i, head) = (job / c.n_heads, job % c.n_heads);
+                let t = batch[i];
+                let (keys, values) = caches[t.seq].layer(il);
+                let kv_off = (head / group) * hd;
+                let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
+                let first = match window {
+                    Some(w) => (t.pos + 1).saturating_sub(w),
+                    None => 0,
+                };
+                let acc = &mut acc[..hd];
+                acc.fill(0.0);
+                let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for p in first..=t.pos {
+                    let kr = &keys[p * kvd + kv_off..p * kvd + kv_off + hd];
+                    let score = ops::dot(qh, kr) * scale;
+                    let vr = &values[p * kvd + kv_off..p * kvd + kv_off + hd];
+                    if score > max {
+                        let correction = (max - score).exp();
+                        sum = sum * correction + 1.0;
+                        ops::scale_add(acc, correction, vr, 1.0);
+                        max = score;
+                    } else {
+                        let w = (score - max).exp();
+                        sum += w;
+                        ops::scale_add(acc, 1.0, vr, w);
+                    }
+                }
+                // SAFETY: (i, head) is unique to this job, so this slice of
+                // `out` is written by exactly one thread.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(i * qd + head * hd), hd) };
+                let inv = 1.0 / sum;
+                for (dv, a) in dst.iter_mut().zip(acc.iter()) {
+                    *dv = a * inv;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,156 @@
+//! Transformer models on the CPU: configuration from GGUF metadata, weights
+//! borrowed from the memory map, and the forward pass.
+//!
+//! Each architecture has a file that reads top to bottom (`llama.rs`,
+//! `qwen3.rs`, `gemma3.rs`); they share one block (`forward.rs`) and differ
+//! only by the flags of [`ModelConfig`].
+
+mod config;
+mod forward;
+mod gemma3;
+mod kv_cache;
+mod llama;
+pub mod ops;
+mod qwen3;
+mod weights;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Activation, Architecture, ModelConfig, RopeStyle, SUPPORTED_ARCHITECTURES};
+pub use forward::{BatchToken, ForwardScratch, MAX_HEAD_DIM};
+pub use kv_cache::KvCache;
+pub use weights::{LayerWeights, MatrixRef, Weights};
+
+use crate::gguf::{GgufError, GgufFile};
+use crate::kernels::ThreadPool;
+use crate::quant::{GgmlType, SUPPORTED};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(GgufError),
+    #[error("unsupported architecture {0:?} (supported: llama, qwen3, gemma3)")]
+    UnsupportedArchitecture(String),
+    #[error("tensor {name:?} has type {dtype}, which edgeloop cannot compute with (supported: {})", supported_types())]
+    UnsupportedType { name: String, dtype: GgmlType },
+    #[error("missing tensor {0:?}")]
+    MissingTensor(String),
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?} from the model's hyper-parameters")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("token id {token} is outside the vocabulary of {vocab_size} tokens")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error("position {pos} is beyond the context of {capacity} positions")]
+    ContextFull { pos: usize, capacity: usize },
+    #[error("sequence {seq}: position {pos} leaves a gap after the {cached} cached positions")]
+    PositionGap { seq: usize, pos: usize, cached: usize },
+    #[error("no KV cache for sequence {0}")]
+    NoSuchSequence(usize),
+}
+
+fn supported_types() -> String {
+    SUPPORTED.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// A loaded model: the mapped file, its configuration and weight locations.
+pub struct Model {
+    file: Arc<GgufFile>,
+    config: ModelConfig,
+    weights: Weights,
+    rope_global: Vec<f32>,
+    rope_local: Vec<f32>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).finish()
+    }
+}
+
+impl Model {
+    /// Maps a GGUF file and loads the model it holds.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ModelError> {
+        Self::from_gguf(Arc::new(GgufFile::open(path)?))
+    }
+
+    /// Loads the model held by an open GGUF file.
+    pub fn from_gguf(file: Arc<GgufFile>) -> Result<Self, ModelError> {
+        let arch = Architecture::from_name(file.architecture()?)?;
+        let config = match arch {
+            Architecture::Llama => llama::config(file.metadata())?,
+            Architecture::Qwen3 => qwen3::config(file.metadata())?,
+            Architecture::Gemma3 => gemma3::config(file.metadata())?,
+        };
+        if config.head_dim > MAX_HEAD_DIM {
+            return Err(ModelError::Config(format!(
+                "head dimension {} is above the supported {MAX_HEAD_DIM}",
+                config.head_dim
+            )));
+        }
+        let weights = Weights::load(&file, &config)?;
+        let rope_global = ops::rope_inv_freq(config.rope_dims, config.rope_base, config.rope_scale);
+        let rope_local = ops::rope_inv_freq(config.rope_dims, config.rope_base_local, 1.0);
+        Ok(Model {
+            file,
+            config,
+            weights,
+            rope_global,
+            rope_local,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The weights' locations and shapes.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The underlying GGUF file (metadata, tokenizer, template).
+    pub fn gguf(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    /// A KV cache for one sequence of up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, capacity)
+    }
+
+    /// Runs a batch of tokens (see [`BatchToken`]) and writes the logits of
+    /// the batch rows listed in `logit_rows` to `logits` (row-major,
+    /// `vocab_size` per row).
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        batch: &[BatchToken],
+        caches: &mut [KvCache],
+        logit_rows: &[usize],
+        logits: &mut Vec<f32>,
+        scratch: &mut ForwardScratch,
+    ) -> Result<(), ModelError> {
+        let bytes = self.file_bytes();
+        forward::Forward {
+            config: &self.config,
+            weights: &self.weights,
+            bytes,
+            rope_global: &self.rope_global,
+            rope_local: &self.rope_local,
+            pool,
+        }
+        .run(batch, caches, logit_rows, logits, scratch)
+    }
+
+    fn file_bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+}

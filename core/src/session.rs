@@ -1,0 +1,434 @@
+//! A conversation with a model: the KV cache of one sequence, prefill and
+//! decode, stop conditions (stop tokens, stop strings, max tokens,
+//! cancellation) and streaming of text as it is produced.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{BatchToken, ForwardScratch, KvCache};
+use crate::sampler::{Sampler, SamplerConfig, TokenChoice};
+use crate::tokenizer::TokenStream;
+
+/// Prompt tokens processed per forward pass during prefill.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// Cancels a generation from another thread; checked before every token.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What to generate and when to stop.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop_strings: Vec<String>,
+    /// Keep going past the model's end-of-turn tokens.
+    pub ignore_eos: bool,
+    pub cancel: Option<CancelToken>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+            cancel: None,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-turn token.
+    Stop,
+    /// A stop string appeared.
+    StopString,
+    /// `max_tokens` were generated.
+    Length,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+impl FinishReason {
+    /// Short name (`stop`, `stop_string`, `length`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::StopString => "stop_string",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Time spent, for reporting speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the cache instead of being computed.
+    pub cached_tokens: usize,
+    pub prefill_secs: f64,
+    pub generated_tokens: usize,
+    pub decode_secs: f64,
+}
+
+impl Timings {
+    /// Prompt tokens computed per second.
+    pub fn prefill_tokens_per_sec(&self) -> f64 {
+        (self.prompt_tokens - self.cached_tokens) as f64 / self.prefill_secs.max(1e-9)
+    }
+    /// Generated tokens per second (the first token comes from prefill).
+    pub fn decode_tokens_per_sec(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_secs.max(1e-9)
+    }
+}
+
+/// One streamed step: the token and the text it added (possibly empty while
+/// a multi-byte character or a possible stop string is incomplete).
+#[derive(Debug)]
+pub struct StreamEvent<'a> {
+    pub token: &'a TokenChoice,
+    pub text: &'a str,
+}
+
+/// The result of a generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<TokenChoice>,
+    pub finish_reason: FinishReason,
+    pub timings: Timings,
+}
+
+impl Generation {
+    /// Mean log-probability of the generated tokens (0 when none).
+    pub fn mean_logprob(&self) -> f32 {
+        if self.tokens.is_empty() {
+            return 0.0;
+        }
+        self.tokens.iter().map(|t| t.logprob).sum::<f32>() / self.tokens.len() as f32
+    }
+}
+
+/// One sequence's state over an [`Engine`]: reusable across turns, keeping
+/// the cache of the shared prefix between consecutive prompts.
+pub struct Session<'e> {
+    engine: &'e Engine,
+    cache: KvCache,
+    scratch: ForwardScratch,
+    logits: Vec<f32>,
+    /// Tokens whose keys and values are in the cache.
+    tokens: Vec<u32>,
+}
+
+impl<'e> Session<'e> {
+    pub(crate) fn new(engine: &'e Engine) -> Self {
+        Session {
+            engine,
+            cache: engine.model().new_cache(0),
+            scratch: ForwardScratch::default(),
+            logits: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Tokens currently cached.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Forgets the cache.
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.tokens.clear();
+    }
+
+    fn ensure_room(&mut self, positions: usize) -> Result<()> {
+        self.engine.check_memory(positions)?;
+        self.cache.reserve(positions);
+        Ok(())
+    }
+
+    /// Feeds `tokens` after the cached ones; returns the logits after the last.
+    fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        let model = self.engine.model();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let start = self.tokens.len();
+            let batch: Vec<BatchToken> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &token)| BatchToken { token, pos: start + i, seq: 0 })
+                .collect();
+            model.forward(
+                self.engine.pool(),
+                &batch,
+                std::slice::from_mut(&mut self.cache),
+                &[batch.len() - 1],
+                &mut self.logits,
+                &mut self.scratch,
+            )?;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(&self.logits)
+    }
+
+    /// Next-token logits at every position of `tokens`, computed from an
+    /// empty cache (teacher forcing); row-major, `vocab_size` per position.
+    pub fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.check_context(tokens.len(), 0)?;
+        self.reset();
+        self.ensure_room(tokens.len())?;
+        let model = self.engine.model();
+        let vocab = model.config().vocab_size;
+        let mut all = Vec::with_capacity(tokens.len() * vocab);
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let start = self.tokens.len();
+            let batch: Vec<BatchToken> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &token)| BatchToken { token, pos: start + i, seq: 0 })
+                .collect();
+            let rows: Vec<usize> = (0..batch.len()).collect();
+            model.forward(
+                self.engine.pool(),
+                &batch,
+                std::slice::from_mut(&mut self.cache),
+                &rows,
+                &mut self.logits,
+                &mut self.scratch,
+            )?;
+            all.extend_from_slice(&self.logits[..rows.len() * vocab]);
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(all)
+    }
+
+    fn check_context(&self, prompt: usize, max_tokens: usize) -> Result<()> {
+        let context = self.engine.context_size();
+        if prompt + max_tokens > context {
+            return Err(Error::ContextOverflow {
+                prompt,
+                max_tokens,
+                context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Generates a continuation of `prompt` (token ids, e.g. from
+    /// [`Engine::encode`]), calling `on_event` for every token; returning
+    /// `ControlFlow::Break` from it stops generation like a cancellation.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(StreamEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if options.max_tokens == 0 {
+            return Err(Error::ZeroMaxTokens);
+        }
+        self.check_context(prompt.len(), options.max_tokens)?;
+        let mut sampler = Sampler::new(options.sampler.clone())?;
+        if let Some(s) = options.stop_strings.iter().find(|s| s.is_empty()) {
+            return Err(Error::Invalid(format!("stop string {s:?} is empty")));
+        }
+        self.ensure_room(prompt.len() + options.max_tokens)?;
+
+        // Reuse the cached prefix; at least one prompt token is recomputed
+        // so that its logits are available.
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let keep = common.min(prompt.len() - 1);
+        self.cache.truncate(keep);
+        self.tokens.truncate(keep);
+
+        let mut timings = Timings {
+            prompt_tokens: prompt.len(),
+            cached_tokens: keep,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        self.feed(&prompt[keep..])?;
+        timings.prefill_secs = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let tokenizer = self.engine.tokenizer();
+        let stop_ids = if options.ignore_eos { Vec::new() } else { tokenizer.stop_ids() };
+        let mut stream = TokenStream::new(tokenizer, true);
+        let mut stops = StopStrings::new(&options.stop_strings);
+        let mut choices = Vec::new();
+        let vocab = self.engine.model().config().vocab_size;
+        let mut history: Vec<u32> = prompt.to_vec();
+        let finish = loop {
+            if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                break FinishReason::Cancelled;
+            }
+            let choice = sampler.sample(&self.logits[..vocab], &history);
+            if stop_ids.contains(&choice.token) {
+                break FinishReason::Stop;
+            }
+            history.push(choice.token);
+            let delta = stream.push(choice.token)?;
+            let (emit, hit) = stops.push(&delta);
+            choices.push(choice);
+            let event = StreamEvent {
+                token: choices.last().expect("just pushed"),
+                text: &emit,
+            };
+            let flow = on_event(event);
+            if hit {
+                break FinishReason::StopString;
+            }
+            if flow.is_break() {
+                break FinishReason::Cancelled;
+            }
+            if choices.len() == options.max_tokens {
+                break FinishReason::Length;
+            }
+            let last = choices.last().expect("just pushed").token;
+            self.feed(&[last])?;
+        };
+        if finish != FinishReason::StopString {
+            let tail = stream.finish();
+            let (emit, _) = stops.push(&tail);
+            let rest = stops.flush();
+            let text = format!("{emit}{rest}");
+            if !text.is_empty() {
+                if let Some(last) = choices.last() {
+                    let _ = on_event(StreamEvent { token: last, text: &text });
+                }
+            }
+        }
+        timings.generated_tokens = choices.len();
+        timings.decode_secs = t1.elapsed().as_secs_f64();
+        Ok(Generation {
+            text: stops.into_text(),
+            tokens: choices,
+            finish_reason: finish,
+            timings,
+        })
+    }
+}
+
+/// Holds back text that may be the start of a stop string and cuts the
+/// output at the first complete one.
+struct StopStrings<'a> {
+    stops: &'a [String],
+    text: String,
+    emitted: usize,
+    done: bool,
+}
+
+impl<'a> StopStrings<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        StopStrings {
+            stops,
+            text: String::new(),
+            emitted: 0,
+            done: false,
+        }
+    }
+
+    /// Adds text; returns what can be shown now and whether a stop string was hit.
+    fn push(&mut self, delta: &str) -> (String, bool) {
+        if self.done {
+            return (String::new(), true);
+        }
+        let search_from = self.emitted;
+        self.text.push_str(delta);
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .min();
+        if let Some(at) = hit {
+            self.text.truncate(at);
+            self.done = true;
+            let out = self.text[self.emitted..].to_string();
+            self.emitted = at;
+            return (out, true);
+        }
+        // Emit up to the longest suffix that could still begin a stop string.
+        let mut safe = self.text.len();
+        for s in self.stops {
+            for (i, _) in s.char_indices().skip(1) {
+                if self.text.ends_with(&s[..i]) {
+                    safe = safe.min(self.text.len() - i);
+                }
+            }
+        }
+        let safe = safe.max(self.emitted);
+        let out = self.text[self.emitted..safe].to_string();
+        self.emitted = safe;
+        (out, false)
+    }
+
+    /// Everything not yet shown (at the end of generation).
+    fn flush(&mut self) -> String {
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+
+    fn into_text(self) -> String {
+        self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopStrings;
+
+    #[test]
+    fn stop_strings_hold_back_prefixes_and_cut_at_the_first_hit() {
+        let stops = vec!["</end>".to_string(), "STOP".to_string()];
+        let mut s = StopStrings::new(&stops);
+        assert_eq!(s.push("hello </"), ("hello ".to_string(), false));
+        assert_eq!(s.push("e"), (String::new(), false));
+        assert_eq!(s.push("x> ok ST"), ("</ex> ok ".to_string(), false));
+        assert_eq!(s.push("OP and more"), (String::new(), true));
+        assert_eq!(s.into_text(), "hello </ex> ok ");
+    }
+
+    #[test]
+    fn without_stop_strings_everything_streams() {
+        let mut s = StopStrings::new(&[]);
+        assert_eq!(s.push("ab"), ("ab".to_string(), false));
+        assert_eq!(s.flush(), "");
+        assert_eq!(s.into_text(), "ab");
+    }
+}

@@ -1,0 +1,122 @@
+//! `edgeloop bench`: load time, prefill and decode speed, peak memory.
+//! Figures to compare side by side with llama.cpp's `llama-bench` (see
+//! `tests/bench/vs_llamacpp.sh`); never used as a pass/fail test.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use edgeloop_core::{GenerateOptions, SamplerConfig};
+use serde::Serialize;
+
+use crate::ModelArgs;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens processed in the prefill test (like llama-bench -p).
+    #[arg(long, short = 'p', default_value_t = 256)]
+    prompt_tokens: usize,
+    /// Tokens generated in the decode test (like llama-bench -n).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    gen_tokens: usize,
+    /// Repetitions; the median is reported.
+    #[arg(long, short = 'r', default_value_t = 3)]
+    repetitions: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    architecture: String,
+    threads: usize,
+    load_ms: f64,
+    prompt_tokens: usize,
+    prefill_tok_s: f64,
+    gen_tokens: usize,
+    decode_tok_s: f64,
+    weights_mb_per_token: f64,
+    peak_rss_mb: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let engine = args.model.load()?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let vocab = engine.tokenizer().vocab_size() as u64;
+    // Token ids spread over the vocabulary, as llama-bench uses random tokens.
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
+        .map(|i| ((i * 2_654_435_761 + 1000) % (vocab - 1000).max(1) + 100) as u32)
+        .collect();
+    let reps = args.repetitions.max(1);
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for _ in 0..reps {
+        let mut s = engine.session();
+        let t = Instant::now();
+        s.logits_all(&prompt[..args.prompt_tokens.max(1)]).map(|_| ())?;
+        pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
+
+        let mut s = engine.session();
+        let opts = GenerateOptions {
+            max_tokens: args.gen_tokens + 1,
+            sampler: SamplerConfig::default(),
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let g = s.generate(&prompt[..1], &opts, &mut |_| std::ops::ControlFlow::Continue(()))?;
+        tg.push(g.timings.decode_tokens_per_sec());
+    }
+    let c = engine.model().config();
+    let report = Report {
+        model: engine
+            .model()
+            .gguf()
+            .path()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        architecture: c.arch.name().to_string(),
+        threads: engine.pool().n_threads(),
+        load_ms,
+        prompt_tokens: args.prompt_tokens,
+        prefill_tok_s: median(pp),
+        gen_tokens: args.gen_tokens,
+        decode_tok_s: median(tg),
+        weights_mb_per_token: engine.model().weights().bytes_per_token() as f64 / 1e6,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model         {} ({}, {} threads)", report.model, report.architecture, report.threads);
+        println!("load          {:.1} ms", report.load_ms);
+        println!("prefill pp{}  {:.1} tok/s", report.prompt_tokens, report.prefill_tok_s);
+        println!("decode  tg{}  {:.1} tok/s", report.gen_tokens, report.decode_tok_s);
+        println!("weights/token {:.1} MB", report.weights_mb_per_token);
+        println!("peak RSS      {:.1} MB", report.peak_rss_mb);
+    }
+    Ok(())
+}
