@@ -221,7 +221,10 @@ pub fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec> {
         eot_id: id("tokenizer.ggml.eot_token_id")?,
         add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
         add_eos: meta.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
-        add_space_prefix: meta.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(false),
+        // As llama.cpp: SentencePiece-style vocabularies prefix a space unless told otherwise.
+        add_space_prefix: meta
+            .opt_bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(meta.opt_str("tokenizer.ggml.model")? == Some("llama")),
         chat_template: meta.opt_str("tokenizer.chat_template")?.map(str::to_string),
     })
 }

@@ -37,7 +37,7 @@ fn streamed_text_equals_the_final_text_and_answers_sensibly() {
         max_tokens: 40,
         ..Default::default()
     };
-    let (g, streamed) = run(e, &chat("What is the capital of France?"), &opts);
+    let (g, streamed) = run(e, &chat("What is the capital of France? Answer in one word."), &opts);
     assert_eq!(streamed, g.text);
     assert!(g.text.contains("Paris"), "answer: {:?}", g.text);
     assert!(g.tokens.iter().all(|t| t.logprob <= 0.0 && t.logprob.is_finite()));
@@ -61,12 +61,12 @@ fn stop_strings_cut_the_output() {
         max_tokens: 40,
         ..Default::default()
     };
-    let (full, _) = run(e, &chat("What is the capital of France?"), &opts);
+    let (full, _) = run(e, &chat("What is the capital of France? Answer in one word."), &opts);
     let word = "Paris";
     let at = full.text.find(word).expect("reference answer names Paris");
     let (g, streamed) = run(
         e,
-        &chat("What is the capital of France?"),
+        &chat("What is the capital of France? Answer in one word."),
         &GenerateOptions {
             stop_strings: vec![word.into()],
             ..opts

@@ -36,7 +36,11 @@ fn poll(ready: impl Fn() -> bool) -> bool {
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
+            match spin_mode() {
+                0 => std::hint::spin_loop(),
+                1 => {}
+                _ => { for _ in 0..spin_mode() { std::hint::black_box(()); } std::hint::spin_loop(); }
+            }
         }
         let t0 = *start.get_or_insert_with(Instant::now);
         if t0.elapsed() > POLL_TIME {
@@ -109,6 +113,12 @@ impl<T> SendPtr<T> {
     }
 }
 
+fn spin_mode() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("SPIN").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+pub static DBG_SLEEPS: AtomicUsize = AtomicUsize::new(0);
+pub static DBG_CALLER_SLEEPS: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// True on pool workers and on a caller while it runs its share of a job:
     /// a nested `run` there executes sequentially instead of deadlocking.
@@ -260,6 +270,7 @@ impl ThreadPool {
             return;
         }
         let mut g = lock(&sh.sleep_lock);
+        DBG_CALLER_SLEEPS.fetch_add(1, Ordering::Relaxed);
         sh.caller_sleeping.store(true, Ordering::SeqCst);
         while sh.remaining.load(Ordering::SeqCst) != 0 {
             g = sh.done_cv.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -298,6 +309,7 @@ fn wait_for_generation(sh: &Shared, seen: usize) -> usize {
         return sh.generation.load(Ordering::Acquire);
     }
     let mut guard = lock(&sh.sleep_lock);
+    DBG_SLEEPS.fetch_add(1, Ordering::Relaxed);
     sh.sleepers.fetch_add(1, Ordering::SeqCst);
     // Re-check after registering: a publisher that bumped the generation
     // before seeing our registration is caught here; one that bumps it after
@@ -491,6 +503,44 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(total.load(Ordering::Relaxed), 3 * 2_000 * 2);
+    }
+
+    /// Cost of one `run` with an empty job, back to back and after a short
+    /// gap (as between two matmuls of a decode step); run with
+    /// `cargo test --release -- --ignored --nocapture bench_pool`.
+    #[test]
+    #[ignore]
+    fn bench_pool_run() {
+        use std::time::{Duration, Instant};
+        for n in [2, 4] {
+            let pool = ThreadPool::new(n);
+            let hits = AtomicU64::new(0);
+            let job = |_: usize, _: usize| {
+                hits.fetch_add(1, Ordering::Relaxed);
+            };
+            for gap_us in [0u64, 20, 1000] {
+                let mut times = Vec::new();
+                for _ in 0..2000 {
+                    if gap_us > 0 {
+                        let t = Instant::now();
+                        while t.elapsed() < Duration::from_micros(gap_us) {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    let t = Instant::now();
+                    pool.run(&job);
+                    times.push(t.elapsed().as_nanos() as f64 / 1e3);
+                }
+                times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                println!("sleeps {} caller sleeps {}", DBG_SLEEPS.swap(0, Ordering::Relaxed), DBG_CALLER_SLEEPS.swap(0, Ordering::Relaxed));
+                println!(
+                    "threads={n} gap={gap_us:>4} us: run min {:.2} us, median {:.2} us, p90 {:.2} us",
+                    times[0],
+                    times[times.len() / 2],
+                    times[times.len() * 9 / 10]
+                );
+            }
+        }
     }
 
     #[test]

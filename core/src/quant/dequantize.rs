@@ -1,6 +1,8 @@
 //! Scalar reference dequantization of every supported block format, following
 //! ggml's `dequantize_row_*` functions.
 
+#![allow(clippy::needless_range_loop)] // index loops over register tiles and block lanes read best
+
 use super::{byte_len, q4k_scales_mins, read_f16, read_f32, GgmlType, QuantError, QK32, QK_K};
 
 /// Dequantizes `out.len()` values of type `dtype` from `data`.

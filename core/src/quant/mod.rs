@@ -61,7 +61,7 @@ pub enum QuantError {
 /// blocks and that the size fits in `usize`.
 pub fn byte_len(dtype: GgmlType, elements: usize) -> Result<usize, QuantError> {
     let block_len = dtype.block_len();
-    if elements % block_len != 0 {
+    if !elements.is_multiple_of(block_len) {
         return Err(QuantError::PartialBlock {
             dtype,
             elements,

@@ -33,7 +33,7 @@ impl Rng {
     /// outliers as real activations have.
     pub(crate) fn activation(&mut self, scale: f32) -> f32 {
         let g = (0..4).map(|_| self.unit()).sum::<f32>() - 2.0;
-        if self.next_u64() % 64 == 0 {
+        if self.next_u64().is_multiple_of(64) {
             g * scale * 8.0
         } else {
             g * scale
@@ -210,10 +210,8 @@ fn dequantize_known_blocks() {
     put_f16(&mut b, 2, 1.0);
     let sc: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
     let mins: [u8; 8] = [0, 1, 0, 1, 0, 1, 0, 40];
-    for j in 0..4 {
-        b[4 + j] = sc[j];
-        b[8 + j] = mins[j];
-    }
+    b[4..8].copy_from_slice(&sc[..4]);
+    b[8..12].copy_from_slice(&mins[..4]);
     for j in 4..8 {
         b[8 + j] = (sc[j] & 0xF) | ((mins[j] & 0xF) << 4);
         b[4 + j - 4] |= (sc[j] >> 4) << 6;

@@ -24,6 +24,8 @@ mod tests;
 
 /// The activations of one matmul call, already converted to the format the
 /// weight type's dot product consumes; `n` columns stored one after another.
+// The per-block sums are only read by the AVX2 kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Acts<'a> {
     /// Plain f32 (for F32 and F16 weights): `cols` values per column.
@@ -152,12 +154,18 @@ pub(crate) fn quantize_q8_k(isa: Isa, src: &[f32], dst: &mut [BlockQ8K]) {
     }
 }
 
+// Register tiling helpers, used by the AVX2 kernels (NEON walks rows and
+// columns directly).
+
 /// Most rows of a register tile.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const MAX_TILE_ROWS: usize = 4;
 /// Most columns of a register tile.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const MAX_TILE_COLS: usize = 8;
 
 /// Results of one tile: `[row][col]`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) type TileOut = [[f32; MAX_TILE_COLS]; MAX_TILE_ROWS];
 
 /// Walks `rows` × `0..n` in tiles of at most `mr` rows × `nr` columns (row
@@ -166,6 +174,7 @@ pub(crate) type TileOut = [[f32; MAX_TILE_COLS]; MAX_TILE_ROWS];
 ///
 /// `tile(r0, rr, c0, cc, &mut res)` computes rows `r0..r0 + rr` against
 /// columns `c0..c0 + cc` into `res[..rr][..cc]`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn for_each_tile<T, F>(
     rows: Range<usize>,
@@ -203,6 +212,7 @@ pub(crate) fn for_each_tile<T, F>(
 /// separate instantiation with its accumulators in registers.
 ///
 /// `dispatch_tile!(f, [G..], rr, cc, rows [1, 2], cols [1, 2, 3], (args..))`
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_macros))]
 macro_rules! dispatch_tile {
     ($f:ident, $gen:tt, $rr:expr, $cc:expr, rows [$($r:literal),*], cols $cols:tt, $args:tt) => {
         match $rr {

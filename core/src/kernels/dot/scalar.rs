@@ -4,6 +4,8 @@
 //! These are the definition the SIMD kernels are tested against and the
 //! fallback for CPUs without a SIMD backend.
 
+#![allow(clippy::needless_range_loop)] // index loops over register tiles and block lanes read best
+
 use std::ops::Range;
 
 use crate::quant::{q4k_scales_mins, read_f16, read_f32, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType};

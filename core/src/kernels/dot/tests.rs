@@ -22,13 +22,13 @@ impl TestActs {
         let mut q8_1 = vec![BlockQ8_1::default(); nb];
         let mut q8_k = vec![BlockQ8K::default(); x.len() / 256];
         let (mut sums_0, mut sums_1) = (vec![0.0; nb], vec![0.0; nb]);
-        if x.len() % 32 == 0 {
+        if x.len().is_multiple_of(32) {
             crate::quant::quantize_row_q8_0(&x, &mut q8_0);
             crate::quant::quantize_row_q8_1(&x, &mut q8_1);
             block_sums_q8_0(&q8_0, &mut sums_0);
             block_sums_q8_1(&q8_1, &mut sums_1);
         }
-        if x.len() % 256 == 0 {
+        if x.len().is_multiple_of(256) {
             crate::quant::quantize_row_q8_k(&x, &mut q8_k);
         }
         TestActs {
@@ -80,12 +80,15 @@ fn magnitudes(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     m
 }
 
+/// The SIMD backends this CPU runs (the scalar one is the reference).
 fn isas() -> Vec<Isa> {
     let best = Isa::best();
-    assert!(
-        !cfg!(target_arch = "x86_64") || !std::arch::is_x86_feature_detected!("avx2") || best != Isa::Scalar,
-        "AVX2 CPU must select a SIMD backend"
-    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert_eq!(best, Isa::Avx2, "an AVX2 CPU must select the AVX2 backend");
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, Isa::Neon, "aarch64 must select the NEON backend");
     vec![best]
 }
 
