@@ -62,6 +62,11 @@ fn check_logits(engine: &Engine, model: &str, max_tolerance: f32, mean_tolerance
         let seq = ids(&p["sequence"]);
         assert_eq!(seq.len(), 64);
         let logits = engine.session().logits_all(&seq).unwrap();
+        if let Some(dir) = std::env::var_os("EDGELOOP_DUMP_LOGITS") {
+            // For tests/reference/f64_forward.py --edgeloop-logits.
+            let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(std::path::Path::new(&dir).join(format!("{model}-{name}.f32")), bytes).unwrap();
+        }
         let (mut worst, mut sum, mut count, mut ties) = (0f32, 0f32, 0usize, 0usize);
         let mut margins = Vec::new();
         for (pos, row) in p["logits"].as_array().unwrap().iter().enumerate() {

@@ -36,11 +36,7 @@ fn poll(ready: impl Fn() -> bool) -> bool {
             if ready() {
                 return true;
             }
-            match spin_mode() {
-                0 => std::hint::spin_loop(),
-                1 => {}
-                _ => { for _ in 0..spin_mode() { std::hint::black_box(()); } std::hint::spin_loop(); }
-            }
+            std::hint::spin_loop();
         }
         let t0 = *start.get_or_insert_with(Instant::now);
         if t0.elapsed() > POLL_TIME {
@@ -113,12 +109,6 @@ impl<T> SendPtr<T> {
     }
 }
 
-fn spin_mode() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("SPIN").ok().and_then(|v| v.parse().ok()).unwrap_or(0))
-}
-pub static DBG_SLEEPS: AtomicUsize = AtomicUsize::new(0);
-pub static DBG_CALLER_SLEEPS: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// True on pool workers and on a caller while it runs its share of a job:
     /// a nested `run` there executes sequentially instead of deadlocking.
@@ -270,7 +260,6 @@ impl ThreadPool {
             return;
         }
         let mut g = lock(&sh.sleep_lock);
-        DBG_CALLER_SLEEPS.fetch_add(1, Ordering::Relaxed);
         sh.caller_sleeping.store(true, Ordering::SeqCst);
         while sh.remaining.load(Ordering::SeqCst) != 0 {
             g = sh.done_cv.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -309,7 +298,6 @@ fn wait_for_generation(sh: &Shared, seen: usize) -> usize {
         return sh.generation.load(Ordering::Acquire);
     }
     let mut guard = lock(&sh.sleep_lock);
-    DBG_SLEEPS.fetch_add(1, Ordering::Relaxed);
     sh.sleepers.fetch_add(1, Ordering::SeqCst);
     // Re-check after registering: a publisher that bumped the generation
     // before seeing our registration is caught here; one that bumps it after
@@ -532,7 +520,6 @@ mod tests {
                     times.push(t.elapsed().as_nanos() as f64 / 1e3);
                 }
                 times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                println!("sleeps {} caller sleeps {}", DBG_SLEEPS.swap(0, Ordering::Relaxed), DBG_CALLER_SLEEPS.swap(0, Ordering::Relaxed));
                 println!(
                     "threads={n} gap={gap_us:>4} us: run min {:.2} us, median {:.2} us, p90 {:.2} us",
                     times[0],
