@@ -52,7 +52,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("model", &self.model).field("context", &self.context).finish()
+        f.debug_struct("Engine")
+            .field("model", &self.model)
+            .field("context", &self.context)
+            .finish()
     }
 }
 
@@ -84,7 +87,9 @@ impl Engine {
             c => return Err(Error::ContextSize { requested: c, max }),
         };
         let threads = match options.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         };
         Ok(Engine {
@@ -141,7 +146,8 @@ impl Engine {
                 if text.is_empty() {
                     return Err(Error::EmptyPrompt);
                 }
-                self.tokenizer.encode_prompt(text, self.tokenizer.add_bos())?
+                self.tokenizer
+                    .encode_prompt(text, self.tokenizer.add_bos())?
             }
             Prompt::Chat(messages) => {
                 if messages.is_empty() {
@@ -176,7 +182,10 @@ impl Engine {
 
 /// `model.gguf` → `model.gguf.tokenizer.json` in the same directory.
 fn tokenizer_cache_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tokenizer.json");
     path.with_file_name(name)
 }
@@ -186,9 +195,11 @@ pub fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec> {
     let id = |key: &str| -> Result<Option<u32>> {
         match meta.opt_u64(key)? {
             None => Ok(None),
-            Some(v) => u32::try_from(v)
-                .map(Some)
-                .map_err(|_| Error::Invalid(format!("metadata key {key:?}: token id {v} is out of range"))),
+            Some(v) => u32::try_from(v).map(Some).map_err(|_| {
+                Error::Invalid(format!(
+                    "metadata key {key:?}: token id {v} is out of range"
+                ))
+            }),
         }
     };
     let token_types = meta
@@ -213,14 +224,20 @@ pub fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec> {
             .to_vec(),
         scores: meta.opt_f32s("tokenizer.ggml.scores")?.map(<[f32]>::to_vec),
         token_types,
-        merges: meta.opt_strings("tokenizer.ggml.merges")?.map(<[String]>::to_vec),
+        merges: meta
+            .opt_strings("tokenizer.ggml.merges")?
+            .map(<[String]>::to_vec),
         bos_id: id("tokenizer.ggml.bos_token_id")?,
         eos_id: id("tokenizer.ggml.eos_token_id")?,
         unk_id: id("tokenizer.ggml.unknown_token_id")?,
         pad_id: id("tokenizer.ggml.padding_token_id")?,
         eot_id: id("tokenizer.ggml.eot_token_id")?,
-        add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
-        add_eos: meta.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+        add_bos: meta
+            .opt_bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(false),
+        add_eos: meta
+            .opt_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(false),
         // As llama.cpp: SentencePiece-style vocabularies prefix a space unless told otherwise.
         add_space_prefix: meta
             .opt_bool("tokenizer.ggml.add_space_prefix")?

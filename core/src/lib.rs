@@ -22,4 +22,6 @@ pub mod tokenizer;
 pub use engine::{Engine, EngineOptions, Prompt};
 pub use error::{Error, Result};
 pub use sampler::{Sampler, SamplerConfig, TokenChoice};
-pub use session::{CancelToken, FinishReason, GenerateOptions, Generation, Session, StreamEvent, Timings};
+pub use session::{
+    CancelToken, FinishReason, GenerateOptions, Generation, Session, StreamEvent, Timings,
+};

@@ -11,8 +11,14 @@ use sha2::{Digest, Sha256};
 pub const CACHE_DIR_ENV: &str = "EDGELOOP_MODELS_DIR";
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("smollm2-135m-instruct.toml", include_str!("../../models/smollm2-135m-instruct.toml")),
-    ("gemma3-270m.toml", include_str!("../../models/gemma3-270m.toml")),
+    (
+        "smollm2-135m-instruct.toml",
+        include_str!("../../models/smollm2-135m-instruct.toml"),
+    ),
+    (
+        "gemma3-270m.toml",
+        include_str!("../../models/gemma3-270m.toml"),
+    ),
 ];
 
 /// One chunk of a model file, carried by a package.
@@ -50,13 +56,20 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {file}: {source}")]
-    Parse { file: String, source: toml::de::Error },
+    Parse {
+        file: String,
+        source: toml::de::Error,
+    },
     #[error("unknown model {name:?} (known: {known})")]
     Unknown { name: String, known: String },
     #[error("model {name:?} is not in {dir}; run `edgeloop pull {name}` or drop --offline")]
     NotPulled { name: String, dir: PathBuf },
     #[error("{path}: size {found} bytes, expected {expected}")]
-    SizeMismatch { path: PathBuf, expected: u64, found: u64 },
+    SizeMismatch {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("{path}: sha256 {found}, expected {expected}")]
     ChecksumMismatch {
         path: PathBuf,
@@ -64,7 +77,10 @@ pub enum ManifestError {
         found: String,
     },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Manifest {
@@ -126,23 +142,34 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 pub fn builtin() -> Vec<Manifest> {
     BUILTIN
         .iter()
-        .map(|(file, text)| Manifest::parse(file, text).expect("built-in manifests are checked by tests"))
+        .map(|(file, text)| {
+            Manifest::parse(file, text).expect("built-in manifests are checked by tests")
+        })
         .collect()
 }
 
 /// The default student.
 pub fn default_model() -> Manifest {
-    builtin().into_iter().find(|m| m.default).expect("one built-in manifest is the default")
+    builtin()
+        .into_iter()
+        .find(|m| m.default)
+        .expect("one built-in manifest is the default")
 }
 
 /// A built-in manifest by name.
 pub fn find(name: &str) -> Result<Manifest, ManifestError> {
     let all = builtin();
-    let known = all.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
-    all.into_iter().find(|m| m.name == name).ok_or(ManifestError::Unknown {
-        name: name.to_string(),
-        known,
-    })
+    let known = all
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    all.into_iter()
+        .find(|m| m.name == name)
+        .ok_or(ManifestError::Unknown {
+            name: name.to_string(),
+            known,
+        })
 }
 
 /// The model cache directory: `$EDGELOOP_MODELS_DIR`, else
@@ -176,7 +203,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let e = Manifest::parse("x.toml", "name = \"a\"\nbogus = 1\n").unwrap_err().to_string();
+        let e = Manifest::parse("x.toml", "name = \"a\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml"), "{e}");
     }
 
@@ -190,8 +219,14 @@ mod tests {
         m.sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into();
         m.verify(&p).unwrap();
         m.sha256 = "00".into();
-        assert!(matches!(m.verify(&p), Err(ManifestError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            m.verify(&p),
+            Err(ManifestError::ChecksumMismatch { .. })
+        ));
         m.size = 6;
-        assert!(matches!(m.verify(&p), Err(ManifestError::SizeMismatch { .. })));
+        assert!(matches!(
+            m.verify(&p),
+            Err(ManifestError::SizeMismatch { .. })
+        ));
     }
 }

@@ -54,7 +54,11 @@ impl SamplerConfig {
     pub fn validate(&self) -> Result<(), SamplerError> {
         let err = |name, value: String, rule| Err(SamplerError { name, value, rule });
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return err("temperature", self.temperature.to_string(), "must be a finite number >= 0");
+            return err(
+                "temperature",
+                self.temperature.to_string(),
+                "must be a finite number >= 0",
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return err("top_p", self.top_p.to_string(), "must be in (0, 1]");
@@ -63,10 +67,18 @@ impl SamplerConfig {
             return err("min_p", self.min_p.to_string(), "must be in [0, 1)");
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return err("repetition_penalty", self.repetition_penalty.to_string(), "must be a finite number > 0");
+            return err(
+                "repetition_penalty",
+                self.repetition_penalty.to_string(),
+                "must be a finite number > 0",
+            );
         }
         if self.top_logprobs > MAX_TOP_LOGPROBS {
-            return err("top_logprobs", self.top_logprobs.to_string(), "must be at most 20");
+            return err(
+                "top_logprobs",
+                self.top_logprobs.to_string(),
+                "must be at most 20",
+            );
         }
         Ok(())
     }
@@ -143,7 +155,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if let Some(l) = self.work.get_mut(t as usize) {
                     // As llama.cpp: shrink positive logits, push negative ones further down.
-                    *l = if *l > 0.0 { *l / c.repetition_penalty } else { *l * c.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / c.repetition_penalty
+                    } else {
+                        *l * c.repetition_penalty
+                    };
                 }
             }
         }
@@ -155,7 +171,10 @@ impl Sampler {
         };
         let norm = crate::model::ops::log_sum_exp(logits);
         let top = if n_top > 0 {
-            top_k(logits, n_top).into_iter().map(|(t, l)| (t, l - norm)).collect()
+            top_k(logits, n_top)
+                .into_iter()
+                .map(|(t, l)| (t, l - norm))
+                .collect()
         } else {
             Vec::new()
         };
@@ -206,7 +225,10 @@ impl Sampler {
             }
             r -= p;
         }
-        self.candidates.last().map(|x| x.0).unwrap_or_else(|| argmax(&self.work))
+        self.candidates
+            .last()
+            .map(|x| x.0)
+            .unwrap_or_else(|| argmax(&self.work))
     }
 }
 
@@ -266,7 +288,9 @@ mod tests {
         };
         let run = |cfg: &SamplerConfig| {
             let mut s = Sampler::new(cfg.clone()).unwrap();
-            (0..200).map(|_| s.sample(&logits(), &[]).token).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| s.sample(&logits(), &[]).token)
+                .collect::<Vec<_>>()
         };
         let a = run(&cfg);
         assert_eq!(a, run(&cfg));
@@ -308,13 +332,55 @@ mod tests {
     #[test]
     fn out_of_range_parameters_are_errors() {
         for (cfg, name) in [
-            (SamplerConfig { temperature: -0.1, ..Default::default() }, "temperature"),
-            (SamplerConfig { temperature: f32::NAN, ..Default::default() }, "temperature"),
-            (SamplerConfig { top_p: 1.5, ..Default::default() }, "top_p"),
-            (SamplerConfig { top_p: 0.0, ..Default::default() }, "top_p"),
-            (SamplerConfig { min_p: 1.0, ..Default::default() }, "min_p"),
-            (SamplerConfig { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
-            (SamplerConfig { top_logprobs: 21, ..Default::default() }, "top_logprobs"),
+            (
+                SamplerConfig {
+                    temperature: -0.1,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerConfig {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerConfig {
+                    min_p: 1.0,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
+            (
+                SamplerConfig {
+                    repetition_penalty: 0.0,
+                    ..Default::default()
+                },
+                "repetition_penalty",
+            ),
+            (
+                SamplerConfig {
+                    top_logprobs: 21,
+                    ..Default::default()
+                },
+                "top_logprobs",
+            ),
         ] {
             let e = Sampler::new(cfg).unwrap_err();
             assert_eq!(e.name, name);

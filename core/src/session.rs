@@ -186,7 +186,11 @@ impl<'e> Session<'e> {
             let batch: Vec<BatchToken> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, &token)| BatchToken { token, pos: start + i, seq: 0 })
+                .map(|(i, &token)| BatchToken {
+                    token,
+                    pos: start + i,
+                    seq: 0,
+                })
                 .collect();
             model.forward(
                 self.engine.pool(),
@@ -218,7 +222,11 @@ impl<'e> Session<'e> {
             let batch: Vec<BatchToken> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, &token)| BatchToken { token, pos: start + i, seq: 0 })
+                .map(|(i, &token)| BatchToken {
+                    token,
+                    pos: start + i,
+                    seq: 0,
+                })
                 .collect();
             let rows: Vec<usize> = (0..batch.len()).collect();
             model.forward(
@@ -271,7 +279,12 @@ impl<'e> Session<'e> {
 
         // Reuse the cached prefix; at least one prompt token is recomputed
         // so that its logits are available.
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         let keep = common.min(prompt.len() - 1);
         self.cache.truncate(keep);
         self.tokens.truncate(keep);
@@ -287,7 +300,11 @@ impl<'e> Session<'e> {
 
         let t1 = Instant::now();
         let tokenizer = self.engine.tokenizer();
-        let stop_ids = if options.ignore_eos { Vec::new() } else { tokenizer.stop_ids() };
+        let stop_ids = if options.ignore_eos {
+            Vec::new()
+        } else {
+            tokenizer.stop_ids()
+        };
         let mut stream = TokenStream::new(tokenizer, true);
         let mut stops = StopStrings::new(&options.stop_strings);
         let mut choices = Vec::new();
@@ -329,7 +346,10 @@ impl<'e> Session<'e> {
             let text = format!("{emit}{rest}");
             if !text.is_empty() {
                 if let Some(last) = choices.last() {
-                    let _ = on_event(StreamEvent { token: last, text: &text });
+                    let _ = on_event(StreamEvent {
+                        token: last,
+                        text: &text,
+                    });
                 }
             }
         }
@@ -373,7 +393,11 @@ impl<'a> StopStrings<'a> {
         let hit = self
             .stops
             .iter()
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
             .min();
         if let Some(at) = hit {
             self.text.truncate(at);

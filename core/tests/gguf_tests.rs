@@ -44,10 +44,10 @@ impl Raw {
     }
     /// Pads to 32 bytes and appends `n` data bytes.
     fn data(&mut self, n: usize) -> &mut Self {
-        while self.0.len() % 32 != 0 {
+        while !self.0.len().is_multiple_of(32) {
             self.0.push(0);
         }
-        self.0.extend(std::iter::repeat(0x11).take(n));
+        self.0.extend(std::iter::repeat_n(0x11, n));
         self
     }
     fn bytes(&self) -> Vec<u8> {
@@ -60,7 +60,10 @@ fn assert_rejects(bytes: Vec<u8>, expected: &str) -> GgufError {
         Ok(_) => panic!("file was accepted, expected an error containing {expected:?}"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains(expected), "error {msg:?} does not contain {expected:?}");
+            assert!(
+                msg.contains(expected),
+                "error {msg:?} does not contain {expected:?}"
+            );
             e
         }
     }
@@ -81,13 +84,18 @@ fn sample_writer() -> GgufWriter {
         .set("t.u64", Value::U64(1 << 40))
         .set("t.i64", Value::I64(-(1 << 40)))
         .set("t.f64", Value::F64(-2.25))
-        .set("t.strings", Value::Array(Array::String(vec!["a".into(), "ü€".into(), "".into()])))
+        .set(
+            "t.strings",
+            Value::Array(Array::String(vec!["a".into(), "ü€".into(), "".into()])),
+        )
         .set("t.f32s", Value::Array(Array::F32(vec![0.5, -1.0])))
         .set("t.i32s", Value::Array(Array::I32(vec![1, -2, 3])))
         .set("t.bools", Value::Array(Array::Bool(vec![true, false])));
     let f32_data: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    w.add_tensor("a.weight", &[32, 2], GgmlType::F32, f32_data).unwrap();
-    w.add_tensor("b.weight", &[32], GgmlType::Q8_0, vec![3u8; 34]).unwrap();
+    w.add_tensor("a.weight", &[32, 2], GgmlType::F32, f32_data)
+        .unwrap();
+    w.add_tensor("b.weight", &[32], GgmlType::Q8_0, vec![3u8; 34])
+        .unwrap();
     w
 }
 
@@ -127,7 +135,10 @@ fn typed_getters_name_the_key_and_the_types() {
     let m = f.metadata();
     assert_eq!(m.opt_strings("t.strings").unwrap().unwrap()[1], "ü€");
     let e = m.opt_strings("t.i32s").unwrap_err().to_string();
-    assert!(e.contains("t.i32s") && e.contains("expected array of string, found array of i32"), "{e}");
+    assert!(
+        e.contains("t.i32s") && e.contains("expected array of string, found array of i32"),
+        "{e}"
+    );
     let e = m.u64("t.i8").unwrap_err().to_string();
     assert!(e.contains("expected a non-negative integer"), "{e}");
     let e = m.str("missing.key").unwrap_err().to_string();
@@ -140,7 +151,12 @@ fn truncation_at_every_offset_is_an_error_not_a_panic() {
     let bytes = sample_writer().to_bytes().unwrap();
     // Trailing alignment padding after the last tensor may go without loss.
     let f = GgufFile::from_bytes(bytes.clone()).unwrap();
-    let end = f.tensors().iter().map(|t| f.data_offset() + t.offset + t.n_bytes).max().unwrap();
+    let end = f
+        .tensors()
+        .iter()
+        .map(|t| f.data_offset() + t.offset + t.n_bytes)
+        .max()
+        .unwrap();
     for len in 0..end as usize {
         let r = GgufFile::from_bytes(bytes[..len].to_vec());
         assert!(r.is_err(), "prefix of {len} bytes was accepted");
@@ -160,7 +176,10 @@ fn unsupported_versions() {
     assert_rejects(Raw::header(1, 0, 0).bytes(), "unsupported GGUF version 1");
     assert_rejects(Raw::header(4, 0, 0).bytes(), "unsupported GGUF version 4");
     // A big-endian file reads as a huge version number.
-    assert_rejects(Raw::header(3u32.swap_bytes(), 0, 0).bytes(), "unsupported GGUF version");
+    assert_rejects(
+        Raw::header(3u32.swap_bytes(), 0, 0).bytes(),
+        "unsupported GGUF version",
+    );
 }
 
 #[test]
@@ -173,7 +192,10 @@ fn huge_tensor_count() {
 fn huge_metadata_count() {
     assert_rejects(Raw::header(3, 0, u64::MAX).bytes(), "cannot fit");
     // The product of a large count and the entry size must not wrap around.
-    assert_rejects(Raw::header(3, u64::MAX / 33 + 1, u64::MAX / 14 + 1).bytes(), "cannot fit");
+    assert_rejects(
+        Raw::header(3, u64::MAX / 33 + 1, u64::MAX / 14 + 1).bytes(),
+        "cannot fit",
+    );
 }
 
 #[test]
@@ -185,13 +207,19 @@ fn huge_string_length() {
     let mut r = Raw::header(3, 0, 1);
     r.str("k").u32(8).u64(1 << 50);
     r.0.extend_from_slice(&[0u8; 64]);
-    assert_rejects(r.bytes(), "value of metadata key \"k\" has length 1125899906842624, above the limit of 72");
+    assert_rejects(
+        r.bytes(),
+        "value of metadata key \"k\" has length 1125899906842624, above the limit of 72",
+    );
 }
 
 #[test]
 fn huge_array_length() {
     let mut r = Raw::header(3, 0, 1);
-    r.str("tokenizer.ggml.tokens").u32(9).u32(8).u64(u64::MAX / 2);
+    r.str("tokenizer.ggml.tokens")
+        .u32(9)
+        .u32(8)
+        .u64(u64::MAX / 2);
     r.0.extend_from_slice(&[0u8; 64]);
     assert_rejects(r.bytes(), "claims 9223372036854775807 elements of string");
     let mut r = Raw::header(3, 0, 1);
@@ -236,7 +264,8 @@ fn invalid_utf8_key() {
 #[test]
 fn duplicate_keys() {
     let mut r = Raw::header(3, 0, 2);
-    r.kv_u32("llama.block_count", 1).kv_u32("llama.block_count", 2);
+    r.kv_u32("llama.block_count", 1)
+        .kv_u32("llama.block_count", 2);
     assert_rejects(r.bytes(), "duplicate metadata key \"llama.block_count\"");
 }
 
@@ -250,7 +279,9 @@ fn empty_key() {
 #[test]
 fn duplicate_tensor_names() {
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("w", &[32], 0, 0).tensor("w", &[32], 0, 128).data(256);
+    r.tensor("w", &[32], 0, 0)
+        .tensor("w", &[32], 0, 128)
+        .data(256);
     assert_rejects(r.bytes(), "duplicate tensor name \"w\"");
 }
 
@@ -292,7 +323,10 @@ fn tensor_dimension_product_overflows() {
 fn row_length_not_a_multiple_of_the_block() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[33, 2], GgmlType::Q4_1.id(), 0).data(128);
-    assert_rejects(r.bytes(), "row length 33 is not a multiple of the Q4_1 block size 32");
+    assert_rejects(
+        r.bytes(),
+        "row length 33 is not a multiple of the Q4_1 block size 32",
+    );
 }
 
 #[test]
@@ -320,13 +354,19 @@ fn tensor_data_past_end_misaligned_or_overlapping() {
     r.tensor("w", &[8], 0, 4).data(64);
     assert_rejects(r.bytes(), "not a multiple of the alignment 32");
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[16], 0, 0).tensor("b", &[16], 0, 32).data(128);
+    r.tensor("a", &[16], 0, 0)
+        .tensor("b", &[16], 0, 32)
+        .data(128);
     assert_rejects(r.bytes(), "overlaps tensor \"a\"");
 }
 
 #[test]
 fn bad_alignment_values() {
-    for (a, what) in [(0u32, "0 is not a power of two"), (48, "48 is not a power of two"), (1 << 21, "2097152 is not")] {
+    for (a, what) in [
+        (0u32, "0 is not a power of two"),
+        (48, "48 is not a power of two"),
+        (1 << 21, "2097152 is not"),
+    ] {
         let mut r = Raw::header(3, 0, 1);
         r.kv_u32("general.alignment", a);
         assert_rejects(r.bytes(), what);
@@ -356,17 +396,29 @@ fn tensor_name_too_long() {
 #[test]
 fn writer_refuses_inconsistent_tensors() {
     let mut w = GgufWriter::new();
-    let e = w.add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 33]).err().unwrap();
+    let e = w
+        .add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 33])
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("needs 34 bytes, got 33"), "{e}");
-    let e = w.add_tensor("w", &[31], GgmlType::Q8_0, vec![0; 34]).err().unwrap();
+    let e = w
+        .add_tensor("w", &[31], GgmlType::Q8_0, vec![0; 34])
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("not a multiple"), "{e}");
-    w.add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 34]).unwrap();
-    let e = w.add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 34]).err().unwrap();
+    w.add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 34])
+        .unwrap();
+    let e = w
+        .add_tensor("w", &[32], GgmlType::Q8_0, vec![0; 34])
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("added twice"), "{e}");
 }
 
 #[test]
 fn open_reports_the_path() {
-    let e = GgufFile::open("/nonexistent/model.gguf").unwrap_err().to_string();
+    let e = GgufFile::open("/nonexistent/model.gguf")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/model.gguf"), "{e}");
 }

@@ -8,7 +8,9 @@ use edgeloop_core::model::{Model, ModelError};
 use edgeloop_core::quant::{self, GgmlType};
 
 /// A tiny llama model: 1 layer, width 32, 2 heads, vocabulary 64.
-fn tiny_llama(edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, GgmlType)>)) -> Result<Model, ModelError> {
+fn tiny_llama(
+    edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, GgmlType)>),
+) -> Result<Model, ModelError> {
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()))
         .set("llama.block_count", Value::U32(1))
@@ -17,7 +19,10 @@ fn tiny_llama(edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, Ggm
         .set("llama.feed_forward_length", Value::U32(64))
         .set("llama.attention.head_count", Value::U32(2))
         .set("llama.attention.head_count_kv", Value::U32(1))
-        .set("tokenizer.ggml.tokens", Value::Array(Array::String((0..64).map(|i| format!("t{i}")).collect())));
+        .set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String((0..64).map(|i| format!("t{i}")).collect())),
+        );
     let mut tensors: Vec<(String, Vec<u64>, GgmlType)> = vec![
         ("token_embd.weight".into(), vec![32, 64], GgmlType::Q8_0),
         ("output_norm.weight".into(), vec![32], GgmlType::F32),
@@ -26,7 +31,11 @@ fn tiny_llama(edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, Ggm
         ("blk.0.attn_q.weight".into(), vec![32, 32], GgmlType::Q4_1),
         ("blk.0.attn_k.weight".into(), vec![32, 16], GgmlType::Q4_1),
         ("blk.0.attn_v.weight".into(), vec![32, 16], GgmlType::Q4_1),
-        ("blk.0.attn_output.weight".into(), vec![32, 32], GgmlType::Q4_1),
+        (
+            "blk.0.attn_output.weight".into(),
+            vec![32, 32],
+            GgmlType::Q4_1,
+        ),
         ("blk.0.ffn_gate.weight".into(), vec![32, 64], GgmlType::Q4_1),
         ("blk.0.ffn_up.weight".into(), vec![32, 64], GgmlType::Q4_1),
         ("blk.0.ffn_down.weight".into(), vec![64, 32], GgmlType::Q4_1),
@@ -34,8 +43,13 @@ fn tiny_llama(edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, Ggm
     edit(&mut w, &mut tensors);
     for (name, dims, dtype) in tensors {
         let n: u64 = dims.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| ((i * 7919 % 97) as f32 / 97.0) - 0.5).collect();
-        let data = if matches!(dtype, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1) {
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 97) as f32 / 97.0) - 0.5)
+            .collect();
+        let data = if matches!(
+            dtype,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
+        ) {
             quant::quantize(dtype, &values).unwrap()
         } else {
             vec![0u8; dtype.bytes_for(n).unwrap() as usize]
@@ -47,8 +61,14 @@ fn tiny_llama(edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, Ggm
 }
 
 fn expect_err(r: Result<Model, ModelError>, needle: &str) {
-    let e = r.err().unwrap_or_else(|| panic!("model loaded, expected an error containing {needle:?}")).to_string();
-    assert!(e.contains(needle), "error {e:?} does not contain {needle:?}");
+    let e = r
+        .err()
+        .unwrap_or_else(|| panic!("model loaded, expected an error containing {needle:?}"))
+        .to_string();
+    assert!(
+        e.contains(needle),
+        "error {e:?} does not contain {needle:?}"
+    );
 }
 
 #[test]
@@ -56,7 +76,11 @@ fn a_consistent_tiny_model_loads() {
     let m = tiny_llama(|_, _| {}).unwrap();
     assert_eq!(m.config().n_layers, 1);
     assert_eq!(m.config().head_dim, 16);
-    assert_eq!(m.weights().output.name, "token_embd.weight", "output tied to the embedding");
+    assert_eq!(
+        m.weights().output.name,
+        "token_embd.weight",
+        "output tied to the embedding"
+    );
 }
 
 #[test]
@@ -79,9 +103,24 @@ fn unsupported_quant_type_lists_the_supported_ones() {
 
 #[test]
 fn block_count_out_of_range_or_inconsistent_with_tensors() {
-    expect_err(tiny_llama(|w, _| { w.set("llama.block_count", Value::U32(0)); }), "llama.block_count = 0 is out of range");
-    expect_err(tiny_llama(|w, _| { w.set("llama.block_count", Value::U32(100_000)); }), "out of range");
-    expect_err(tiny_llama(|w, _| { w.set("llama.block_count", Value::U32(2)); }), "missing tensor \"blk.1.attn_norm.weight\"");
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.block_count", Value::U32(0));
+        }),
+        "llama.block_count = 0 is out of range",
+    );
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.block_count", Value::U32(100_000));
+        }),
+        "out of range",
+    );
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.block_count", Value::U32(2));
+        }),
+        "missing tensor \"blk.1.attn_norm.weight\"",
+    );
     expect_err(
         tiny_llama(|_, t| t.push(("blk.7.attn_norm.weight".into(), vec![32], GgmlType::F32))),
         "beyond block_count 1",
@@ -90,8 +129,18 @@ fn block_count_out_of_range_or_inconsistent_with_tensors() {
 
 #[test]
 fn head_counts_must_be_consistent() {
-    expect_err(tiny_llama(|w, _| { w.set("llama.attention.head_count_kv", Value::U32(3)); }), "not a multiple of 3 key/value heads");
-    expect_err(tiny_llama(|w, _| { w.set("llama.attention.head_count", Value::U32(0)); }), "head_count = 0 is out of range");
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.attention.head_count_kv", Value::U32(3));
+        }),
+        "not a multiple of 3 key/value heads",
+    );
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.attention.head_count", Value::U32(0));
+        }),
+        "head_count = 0 is out of range",
+    );
 }
 
 #[test]
@@ -100,17 +149,26 @@ fn tensor_shapes_must_match_the_hyper_parameters() {
         tiny_llama(|_, t| t[5].1 = vec![32, 32]),
         "tensor \"blk.0.attn_k.weight\" has shape [32, 32], expected [32, 16]",
     );
-    expect_err(tiny_llama(|w, _| { w.set("llama.embedding_length", Value::U32(64)); }), "has shape");
+    expect_err(
+        tiny_llama(|w, _| {
+            w.set("llama.embedding_length", Value::U32(64));
+        }),
+        "has shape",
+    );
 }
 
 #[test]
 fn missing_or_mistyped_keys_name_the_key() {
     expect_err(
-        tiny_llama(|w, _| { w.set("llama.context_length", Value::String("lots".into())); }),
+        tiny_llama(|w, _| {
+            w.set("llama.context_length", Value::String("lots".into()));
+        }),
         "metadata key \"llama.context_length\": expected a non-negative integer, found string",
     );
     expect_err(
-        tiny_llama(|w, _| { w.set("llama.rope.freq_base", Value::F32(f32::NAN)); }),
+        tiny_llama(|w, _| {
+            w.set("llama.rope.freq_base", Value::F32(f32::NAN));
+        }),
         "llama.rope.freq_base = NaN must be a positive finite number",
     );
 }

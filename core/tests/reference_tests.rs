@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use common::{gemma3, golden, ids, smollm2};
 use edgeloop_core::gguf::{Array, GgufWriter, Value};
-use edgeloop_core::model::{BatchToken, ForwardScratch, Model};
 use edgeloop_core::kernels::ThreadPool;
+use edgeloop_core::model::{BatchToken, ForwardScratch, Model};
 use edgeloop_core::quant::GgmlType;
 use edgeloop_core::Engine;
 
@@ -31,7 +31,13 @@ fn check_tokenizer(engine: &Engine, model: &str) {
         let back = tok.decode(&got, false).unwrap();
         assert_eq!(back, text, "decode(encode(s)) != s");
     }
-    assert!(mismatches.is_empty(), "{} of {} strings differ:\n{}", mismatches.len(), cases.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} strings differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -65,7 +71,11 @@ fn check_logits(engine: &Engine, model: &str, max_tolerance: f32, mean_tolerance
         if let Some(dir) = std::env::var_os("EDGELOOP_DUMP_LOGITS") {
             // For tests/reference/f64_forward.py --edgeloop-logits.
             let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-            std::fs::write(std::path::Path::new(&dir).join(format!("{model}-{name}.f32")), bytes).unwrap();
+            std::fs::write(
+                std::path::Path::new(&dir).join(format!("{model}-{name}.f32")),
+                bytes,
+            )
+            .unwrap();
         }
         let (mut worst, mut sum, mut count, mut ties) = (0f32, 0f32, 0usize, 0usize);
         let mut margins = Vec::new();
@@ -81,7 +91,10 @@ fn check_logits(engine: &Engine, model: &str, max_tolerance: f32, mean_tolerance
             margins.push(gap);
             let our_top = edgeloop_core::sampler::argmax(ours);
             if our_top != top[0].0 {
-                if top.iter().any(|t| t.0 == our_top && top[0].1 - t.1 < NEAR_TIE) {
+                if top
+                    .iter()
+                    .any(|t| t.0 == our_top && top[0].1 - t.1 < NEAR_TIE)
+                {
                     ties += 1;
                 } else {
                     failures.push(format!("{model}/{name} position {pos}: top-1 {our_top}, llama.cpp {} (gap {gap:.3})", top[0].0));
@@ -109,14 +122,23 @@ fn check_logits(engine: &Engine, model: &str, max_tolerance: f32, mean_tolerance
             ignore_eos: true,
             ..Default::default()
         };
-        let out = engine.session().generate(&prompt, &opts, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+        let out = engine
+            .session()
+            .generate(&prompt, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
         let got: Vec<u32> = out.tokens.iter().map(|t| t.token).collect();
         match got.iter().zip(&expected).position(|(a, b)| a != b) {
-            None => eprintln!("{model}/{name}: greedy continuation identical for {} tokens", expected.len()),
+            None => eprintln!(
+                "{model}/{name}: greedy continuation identical for {} tokens",
+                expected.len()
+            ),
             Some(i) => {
                 // The sequence is the prompt followed by llama.cpp's greedy
                 // tokens, so its logits give llama.cpp's own margin there.
-                let margin = margins.get(prompt.len() - 1 + i).copied().unwrap_or(f32::INFINITY);
+                let margin = margins
+                    .get(prompt.len() - 1 + i)
+                    .copied()
+                    .unwrap_or(f32::INFINITY);
                 let msg = format!(
                     "{model}/{name}: greedy continuation identical for {i} tokens, then {} vs llama.cpp {} (llama.cpp margin {margin:.3})",
                     got[i], expected[i]
@@ -156,16 +178,33 @@ fn qwen3_tiny_gguf() -> Vec<u8> {
         .set("qwen3.embedding_length", u32v(n("hidden_size")))
         .set("qwen3.feed_forward_length", u32v(n("intermediate_size")))
         .set("qwen3.attention.head_count", u32v(n("num_attention_heads")))
-        .set("qwen3.attention.head_count_kv", u32v(n("num_key_value_heads")))
+        .set(
+            "qwen3.attention.head_count_kv",
+            u32v(n("num_key_value_heads")),
+        )
         .set("qwen3.attention.key_length", u32v(n("head_dim")))
         .set("qwen3.attention.value_length", u32v(n("head_dim")))
         .set("qwen3.vocab_size", u32v(n("vocab_size")))
-        .set("qwen3.rope.freq_base", Value::F32(cfg["rope_theta"].as_f64().unwrap() as f32))
-        .set("qwen3.attention.layer_norm_rms_epsilon", Value::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32))
+        .set(
+            "qwen3.rope.freq_base",
+            Value::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
+        )
+        .set(
+            "qwen3.attention.layer_norm_rms_epsilon",
+            Value::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+        )
         .set("tokenizer.ggml.model", Value::String("gpt2".into()))
-        .set("tokenizer.ggml.tokens", Value::Array(Array::String((0..n("vocab_size")).map(|i| format!("t{i}")).collect())));
+        .set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(
+                (0..n("vocab_size")).map(|i| format!("t{i}")).collect(),
+            )),
+        );
     let mut names: HashMap<String, String> = HashMap::new();
-    names.insert("model.embed_tokens.weight".into(), "token_embd.weight".into());
+    names.insert(
+        "model.embed_tokens.weight".into(),
+        "token_embd.weight".into(),
+    );
     names.insert("model.norm.weight".into(), "output_norm.weight".into());
     names.insert("lm_head.weight".into(), "output.weight".into());
     for l in 0..n("num_hidden_layers") {
@@ -182,17 +221,23 @@ fn qwen3_tiny_gguf() -> Vec<u8> {
             ("mlp.up_proj", "ffn_up"),
             ("mlp.down_proj", "ffn_down"),
         ] {
-            names.insert(format!("model.layers.{l}.{hf}.weight"), format!("blk.{l}.{gg}.weight"));
+            names.insert(
+                format!("model.layers.{l}.{hf}.weight"),
+                format!("blk.{l}.{gg}.weight"),
+            );
         }
     }
     let mut hf_names: Vec<_> = st.names().into_iter().cloned().collect();
     hf_names.sort();
     for hf in hf_names {
         let t = st.tensor(&hf).unwrap();
-        let gg = names.get(&hf).unwrap_or_else(|| panic!("unexpected tensor {hf}"));
+        let gg = names
+            .get(&hf)
+            .unwrap_or_else(|| panic!("unexpected tensor {hf}"));
         // Hugging Face shapes are [out, in]; GGUF lists the row length first.
         let dims: Vec<u64> = t.shape().iter().rev().map(|&d| d as u64).collect();
-        w.add_tensor(gg.clone(), &dims, GgmlType::F32, t.data().to_vec()).unwrap();
+        w.add_tensor(gg.clone(), &dims, GgmlType::F32, t.data().to_vec())
+            .unwrap();
     }
     w.to_bytes().unwrap()
 }
@@ -213,17 +258,43 @@ fn qwen3_matches_transformers_on_a_tiny_random_model() {
         let mut all = Vec::new();
         let mut scratch = ForwardScratch::default();
         let mut logits = Vec::new();
-        let batch: Vec<BatchToken> = (0..split).map(|i| BatchToken { token: input[i], pos: i, seq: 0 }).collect();
+        let batch: Vec<BatchToken> = (0..split)
+            .map(|i| BatchToken {
+                token: input[i],
+                pos: i,
+                seq: 0,
+            })
+            .collect();
         let rows: Vec<usize> = (0..split).collect();
-        model.forward(&pool, &batch, &mut cache, &rows, &mut logits, &mut scratch).unwrap();
+        model
+            .forward(&pool, &batch, &mut cache, &rows, &mut logits, &mut scratch)
+            .unwrap();
         all.extend_from_slice(&logits[..split * vocab]);
         for (i, &token) in input.iter().enumerate().skip(split) {
-            model.forward(&pool, &[BatchToken { token, pos: i, seq: 0 }], &mut cache, &[0], &mut logits, &mut scratch).unwrap();
+            model
+                .forward(
+                    &pool,
+                    &[BatchToken {
+                        token,
+                        pos: i,
+                        seq: 0,
+                    }],
+                    &mut cache,
+                    &[0],
+                    &mut logits,
+                    &mut scratch,
+                )
+                .unwrap();
             all.extend_from_slice(&logits[..vocab]);
         }
         let mut worst = 0f32;
         for (pos, row) in case["logits"].as_array().unwrap().iter().enumerate() {
-            let reference: Vec<f32> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let reference: Vec<f32> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let ours = &all[pos * vocab..(pos + 1) * vocab];
             for (a, b) in ours.iter().zip(&reference) {
                 worst = worst.max((a - b).abs());
@@ -234,7 +305,10 @@ fn qwen3_matches_transformers_on_a_tiny_random_model() {
                 "top-1 differs at position {pos}"
             );
         }
-        eprintln!("qwen3-tiny, {} tokens: max abs logit error vs transformers {worst:.2e}", input.len());
+        eprintln!(
+            "qwen3-tiny, {} tokens: max abs logit error vs transformers {worst:.2e}",
+            input.len()
+        );
         assert!(worst < 2e-3, "max abs logit error {worst}");
     }
 }

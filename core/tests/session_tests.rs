@@ -8,7 +8,9 @@ use std::ops::ControlFlow;
 use common::smollm2;
 use edgeloop_core::session::CancelToken;
 use edgeloop_core::tokenizer::ChatMessage;
-use edgeloop_core::{Engine, EngineOptions, Error, FinishReason, GenerateOptions, Prompt, SamplerConfig};
+use edgeloop_core::{
+    Engine, EngineOptions, Error, FinishReason, GenerateOptions, Prompt, SamplerConfig,
+};
 
 fn chat(text: &str) -> Prompt {
     Prompt::Chat(vec![ChatMessage {
@@ -17,7 +19,11 @@ fn chat(text: &str) -> Prompt {
     }])
 }
 
-fn run(engine: &Engine, prompt: &Prompt, opts: &GenerateOptions) -> (edgeloop_core::Generation, String) {
+fn run(
+    engine: &Engine,
+    prompt: &Prompt,
+    opts: &GenerateOptions,
+) -> (edgeloop_core::Generation, String) {
     let ids = engine.encode(prompt).unwrap();
     let mut streamed = String::new();
     let g = engine
@@ -37,19 +43,40 @@ fn streamed_text_equals_the_final_text_and_answers_sensibly() {
         max_tokens: 40,
         ..Default::default()
     };
-    let (g, streamed) = run(e, &chat("What is the capital of France? Answer in one word."), &opts);
+    let (g, streamed) = run(
+        e,
+        &chat("What is the capital of France? Answer in one word."),
+        &opts,
+    );
     assert_eq!(streamed, g.text);
     assert!(g.text.contains("Paris"), "answer: {:?}", g.text);
-    assert!(g.tokens.iter().all(|t| t.logprob <= 0.0 && t.logprob.is_finite()));
+    assert!(g
+        .tokens
+        .iter()
+        .all(|t| t.logprob <= 0.0 && t.logprob.is_finite()));
 }
 
 #[test]
 fn max_tokens_and_eos_end_generation() {
     let e = smollm2();
-    let (g, _) = run(e, &chat("Tell me a long story about a dragon."), &GenerateOptions { max_tokens: 5, ..Default::default() });
+    let (g, _) = run(
+        e,
+        &chat("Tell me a long story about a dragon."),
+        &GenerateOptions {
+            max_tokens: 5,
+            ..Default::default()
+        },
+    );
     assert_eq!(g.finish_reason, FinishReason::Length);
     assert_eq!(g.tokens.len(), 5);
-    let (g, _) = run(e, &chat("Say hi."), &GenerateOptions { max_tokens: 200, ..Default::default() });
+    let (g, _) = run(
+        e,
+        &chat("Say hi."),
+        &GenerateOptions {
+            max_tokens: 200,
+            ..Default::default()
+        },
+    );
     assert_eq!(g.finish_reason, FinishReason::Stop, "text: {:?}", g.text);
     assert!(!g.text.contains("<|im_end|>"));
 }
@@ -61,7 +88,11 @@ fn stop_strings_cut_the_output() {
         max_tokens: 40,
         ..Default::default()
     };
-    let (full, _) = run(e, &chat("What is the capital of France? Answer in one word."), &opts);
+    let (full, _) = run(
+        e,
+        &chat("What is the capital of France? Answer in one word."),
+        &opts,
+    );
     let word = "Paris";
     let at = full.text.find(word).expect("reference answer names Paris");
     let (g, streamed) = run(
@@ -98,7 +129,10 @@ fn same_seed_same_text_different_seed_different_text() {
     let (c, _) = run(e, &p, &opts(8));
     assert_eq!(a.text, b.text);
     assert_ne!(a.text, c.text);
-    assert!(a.tokens.iter().all(|t| t.top.len() == 3 && t.top[0].1 >= t.top[2].1));
+    assert!(a
+        .tokens
+        .iter()
+        .all(|t| t.top.len() == 3 && t.top[0].1 >= t.top[2].1));
 }
 
 #[test]
@@ -126,7 +160,17 @@ fn cancellation_stops_generation() {
     assert_eq!(g.finish_reason, FinishReason::Cancelled);
     assert_eq!(g.tokens.len(), 3);
     // Breaking from the callback stops too.
-    let g = e.session().generate(&ids, &GenerateOptions { cancel: None, ..opts }, &mut |_| ControlFlow::Break(())).unwrap();
+    let g = e
+        .session()
+        .generate(
+            &ids,
+            &GenerateOptions {
+                cancel: None,
+                ..opts
+            },
+            &mut |_| ControlFlow::Break(()),
+        )
+        .unwrap();
     assert_eq!(g.finish_reason, FinishReason::Cancelled);
     assert_eq!(g.tokens.len(), 1);
 }
@@ -136,10 +180,17 @@ fn a_second_turn_reuses_the_cached_prefix() {
     let e = smollm2();
     let mut s = e.session();
     let first = e.encode(&chat("Hello!")).unwrap();
-    let opts = GenerateOptions { max_tokens: 8, ..Default::default() };
-    let g1 = s.generate(&first, &opts, &mut |_| ControlFlow::Continue(())).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 8,
+        ..Default::default()
+    };
+    let g1 = s
+        .generate(&first, &opts, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
     assert_eq!(g1.timings.cached_tokens, 0);
-    let g2 = s.generate(&first, &opts, &mut |_| ControlFlow::Continue(())).unwrap();
+    let g2 = s
+        .generate(&first, &opts, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
     assert_eq!(g2.timings.cached_tokens, first.len() - 1);
     assert_eq!(g1.text, g2.text, "cached prefix must not change the result");
 }
@@ -151,27 +202,58 @@ fn context_overflow_and_bad_requests_are_clear_errors() {
     let mut s = e.session();
     let never = &mut |_: edgeloop_core::StreamEvent<'_>| ControlFlow::Continue(());
     let err = s
-        .generate(&ids, &GenerateOptions { max_tokens: e.context_size(), ..Default::default() }, never)
+        .generate(
+            &ids,
+            &GenerateOptions {
+                max_tokens: e.context_size(),
+                ..Default::default()
+            },
+            never,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
     assert!(err.to_string().contains("exceeds the context"));
     let long: Vec<u32> = vec![100; e.context_size() + 1];
-    let err = s.generate(&long, &GenerateOptions { max_tokens: 1, ..Default::default() }, never).unwrap_err();
+    let err = s
+        .generate(
+            &long,
+            &GenerateOptions {
+                max_tokens: 1,
+                ..Default::default()
+            },
+            never,
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
-    assert!(matches!(s.generate(&[], &GenerateOptions::default(), never), Err(Error::EmptyPrompt)));
     assert!(matches!(
-        s.generate(&ids, &GenerateOptions { max_tokens: 0, ..Default::default() }, never),
+        s.generate(&[], &GenerateOptions::default(), never),
+        Err(Error::EmptyPrompt)
+    ));
+    assert!(matches!(
+        s.generate(
+            &ids,
+            &GenerateOptions {
+                max_tokens: 0,
+                ..Default::default()
+            },
+            never
+        ),
         Err(Error::ZeroMaxTokens)
     ));
     let bad = GenerateOptions {
-        sampler: SamplerConfig { temperature: -1.0, ..Default::default() },
+        sampler: SamplerConfig {
+            temperature: -1.0,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = s.generate(&ids, &bad, never).unwrap_err();
     assert!(err.to_string().contains("temperature"), "{err}");
     let err = e.encode(&Prompt::Text(String::new())).unwrap_err();
     assert!(matches!(err, Error::EmptyPrompt));
-    let err = s.generate(&[u32::MAX], &GenerateOptions::default(), never).unwrap_err();
+    let err = s
+        .generate(&[u32::MAX], &GenerateOptions::default(), never)
+        .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 
@@ -190,13 +272,27 @@ fn a_memory_budget_too_small_is_refused_before_allocation() {
     let ids = e.encode(&chat("hi")).unwrap();
     let mut s = e.session();
     let err = s
-        .generate(&ids, &GenerateOptions { max_tokens: 2000, ..Default::default() }, &mut |_| ControlFlow::Continue(()))
+        .generate(
+            &ids,
+            &GenerateOptions {
+                max_tokens: 2000,
+                ..Default::default()
+            },
+            &mut |_| ControlFlow::Continue(()),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::MemoryBudget { .. }), "{err}");
     assert_eq!(s.kv_bytes(), 0, "nothing was allocated");
     // A small request fits.
-    s.generate(&ids, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |_| ControlFlow::Continue(()))
-        .unwrap();
+    s.generate(
+        &ids,
+        &GenerateOptions {
+            max_tokens: 4,
+            ..Default::default()
+        },
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
 }
 
 #[test]

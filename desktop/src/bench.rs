@@ -76,7 +76,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for _ in 0..reps {
         let mut s = engine.session();
         let t = Instant::now();
-        s.logits_all(&prompt[..args.prompt_tokens.max(1)]).map(|_| ())?;
+        s.logits_all(&prompt[..args.prompt_tokens.max(1)])
+            .map(|_| ())?;
         pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let mut s = engine.session();
@@ -86,7 +87,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             ignore_eos: true,
             ..Default::default()
         };
-        let g = s.generate(&prompt[..1], &opts, &mut |_| std::ops::ControlFlow::Continue(()))?;
+        let g = s.generate(&prompt[..1], &opts, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })?;
         tg.push(g.timings.decode_tokens_per_sec());
     }
     let c = engine.model().config();
@@ -111,10 +114,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("model         {} ({}, {} threads)", report.model, report.architecture, report.threads);
+        println!(
+            "model         {} ({}, {} threads)",
+            report.model, report.architecture, report.threads
+        );
         println!("load          {:.1} ms", report.load_ms);
-        println!("prefill pp{}  {:.1} tok/s", report.prompt_tokens, report.prefill_tok_s);
-        println!("decode  tg{}  {:.1} tok/s", report.gen_tokens, report.decode_tok_s);
+        println!(
+            "prefill pp{}  {:.1} tok/s",
+            report.prompt_tokens, report.prefill_tok_s
+        );
+        println!(
+            "decode  tg{}  {:.1} tok/s",
+            report.gen_tokens, report.decode_tok_s
+        );
         println!("weights/token {:.1} MB", report.weights_mb_per_token);
         println!("peak RSS      {:.1} MB", report.peak_rss_mb);
     }

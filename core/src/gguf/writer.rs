@@ -59,7 +59,10 @@ impl GgufWriter {
             return Err(GgufError::tensor(&name, "name must be 1 to 63 bytes"));
         }
         if dims.is_empty() || dims.len() > super::MAX_DIMS as usize {
-            return Err(GgufError::tensor(&name, format!("has {} dimensions (must be 1 to 4)", dims.len())));
+            return Err(GgufError::tensor(
+                &name,
+                format!("has {} dimensions (must be 1 to 4)", dims.len()),
+            ));
         }
         if self.tensors.iter().any(|(t, _)| t.name == name) {
             return Err(GgufError::tensor(&name, "added twice"));
@@ -68,7 +71,11 @@ impl GgufWriter {
         if info.n_bytes != data.len() as u64 {
             return Err(GgufError::tensor(
                 &info.name,
-                format!("shape {dims:?} as {dtype} needs {} bytes, got {}", info.n_bytes, data.len()),
+                format!(
+                    "shape {dims:?} as {dtype} needs {} bytes, got {}",
+                    info.n_bytes,
+                    data.len()
+                ),
             ));
         }
         self.tensors.push((info, data));
@@ -78,7 +85,11 @@ impl GgufWriter {
     fn alignment(&self) -> Result<u64, GgufError> {
         match self.metadata.get("general.alignment") {
             None => Ok(DEFAULT_ALIGNMENT),
-            Some(Value::U32(a)) if *a > 0 && a.is_power_of_two() && (*a as u64) <= MAX_ALIGNMENT => Ok(*a as u64),
+            Some(Value::U32(a))
+                if *a > 0 && a.is_power_of_two() && (*a as u64) <= MAX_ALIGNMENT =>
+            {
+                Ok(*a as u64)
+            }
             Some(v) => Err(GgufError::key(
                 "general.alignment",
                 format!("{v} is not a power-of-two u32 up to {MAX_ALIGNMENT}"),
@@ -93,7 +104,10 @@ impl GgufWriter {
             path: "<stream>".into(),
             source,
         };
-        let mut w = CountingWriter { inner: out, written: 0 };
+        let mut w = CountingWriter {
+            inner: out,
+            written: 0,
+        };
         (|| -> io::Result<()> {
             w.write_all(&MAGIC)?;
             w.write_all(&3u32.to_le_bytes())?;
@@ -204,23 +218,24 @@ fn write_value(w: &mut impl Write, v: &Value) -> io::Result<()> {
             w.write_all(&a.element_type().id().to_le_bytes())?;
             w.write_all(&(a.len() as u64).to_le_bytes())?;
             macro_rules! each {
-                ($v:expr) => {
+                ($v:expr) => {{
                     for x in $v {
                         w.write_all(&x.to_le_bytes())?;
                     }
-                };
+                    Ok(())
+                }};
             }
             match a {
                 Array::U8(v) => w.write_all(v),
-                Array::I8(v) => Ok(each!(v)),
-                Array::U16(v) => Ok(each!(v)),
-                Array::I16(v) => Ok(each!(v)),
-                Array::U32(v) => Ok(each!(v)),
-                Array::I32(v) => Ok(each!(v)),
-                Array::F32(v) => Ok(each!(v)),
-                Array::U64(v) => Ok(each!(v)),
-                Array::I64(v) => Ok(each!(v)),
-                Array::F64(v) => Ok(each!(v)),
+                Array::I8(v) => each!(v),
+                Array::U16(v) => each!(v),
+                Array::I16(v) => each!(v),
+                Array::U32(v) => each!(v),
+                Array::I32(v) => each!(v),
+                Array::F32(v) => each!(v),
+                Array::U64(v) => each!(v),
+                Array::I64(v) => each!(v),
+                Array::F64(v) => each!(v),
                 Array::Bool(v) => {
                     for x in v {
                         w.write_all(&[*x as u8])?;

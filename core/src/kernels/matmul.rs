@@ -240,7 +240,9 @@ fn quantize_acts<'s>(
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
             let nb = x.len() / 32;
             let blocks = grow(&mut scratch.q8_0, nb);
-            par_map(pool, x, blocks, 32, |src, dst| dot::quantize_q8_0(isa, src, dst));
+            par_map(pool, x, blocks, 32, |src, dst| {
+                dot::quantize_q8_0(isa, src, dst)
+            });
             let sums = grow(&mut scratch.sums, nb);
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
             Acts::Q8_0 { blocks, sums }
@@ -248,14 +250,18 @@ fn quantize_acts<'s>(
         GgmlType::Q4_1 => {
             let nb = x.len() / 32;
             let blocks = grow(&mut scratch.q8_1, nb);
-            par_map(pool, x, blocks, 32, |src, dst| dot::quantize_q8_1(isa, src, dst));
+            par_map(pool, x, blocks, 32, |src, dst| {
+                dot::quantize_q8_1(isa, src, dst)
+            });
             let sums = grow(&mut scratch.sums, nb);
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
             Acts::Q8_1 { blocks, sums }
         }
         GgmlType::Q4K | GgmlType::Q6K => {
             let dst = grow(&mut scratch.q8_k, x.len() / QK_K);
-            par_map(pool, x, dst, QK_K, |src, dst| dot::quantize_q8_k(isa, src, dst));
+            par_map(pool, x, dst, QK_K, |src, dst| {
+                dot::quantize_q8_k(isa, src, dst)
+            });
             Acts::Q8K(dst)
         }
         t => unreachable!("validated matrix of unsupported type {t}"),

@@ -188,7 +188,8 @@ impl ThreadPool {
         // to store it, but the reference is only used until `remaining`
         // drops to 0 below, and `f` outlives this call.
         unsafe {
-            let job = std::mem::transmute::<&'a (dyn Fn(usize, usize) + Sync + 'a), &'static Job>(f);
+            let job =
+                std::mem::transmute::<&'a (dyn Fn(usize, usize) + Sync + 'a), &'static Job>(f);
             *sh.job.get() = Some(job);
         }
         sh.remaining.store(n - 1, Ordering::Relaxed);
@@ -248,7 +249,8 @@ impl ThreadPool {
             // chunk to exactly one thread, so the slices are disjoint; `data`
             // stays mutably borrowed until `run` has joined every thread; and
             // `T: Send` allows handing elements to other threads.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
             f(i, chunk);
         });
     }

@@ -121,7 +121,10 @@ impl Keys<'_> {
     /// An optional count in `1..=max`.
     pub fn opt_count(&self, suffix: &str, max: u64) -> Result<Option<usize>, ModelError> {
         let key = self.key(suffix);
-        self.meta.opt_u64(&key)?.map(|v| check_range(&key, v, max)).transpose()
+        self.meta
+            .opt_u64(&key)?
+            .map(|v| check_range(&key, v, max))
+            .transpose()
     }
 
     /// An optional positive finite float.
@@ -130,14 +133,18 @@ impl Keys<'_> {
         match self.meta.opt_f64(&key)? {
             None => Ok(None),
             Some(v) if v.is_finite() && v > 0.0 && v < f32::MAX as f64 => Ok(Some(v as f32)),
-            Some(v) => Err(ModelError::Config(format!("{key} = {v} must be a positive finite number"))),
+            Some(v) => Err(ModelError::Config(format!(
+                "{key} = {v} must be a positive finite number"
+            ))),
         }
     }
 }
 
 fn check_range(key: &str, v: u64, max: u64) -> Result<usize, ModelError> {
     if v == 0 || v > max {
-        return Err(ModelError::Config(format!("{key} = {v} is out of range (1 to {max})")));
+        return Err(ModelError::Config(format!(
+            "{key} = {v} is out of range (1 to {max})"
+        )));
     }
     Ok(v as usize)
 }
@@ -154,7 +161,9 @@ impl ModelConfig {
         let n_embd = k.count("embedding_length", MAX_DIM)?;
         let n_ff = k.count("feed_forward_length", MAX_DIM * 4)?;
         let n_heads = k.count("attention.head_count", MAX_HEADS)?;
-        let n_kv_heads = k.opt_count("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_heads);
+        let n_kv_heads = k
+            .opt_count("attention.head_count_kv", MAX_HEADS)?
+            .unwrap_or(n_heads);
         if n_heads % n_kv_heads != 0 {
             return Err(ModelError::Config(format!(
                 "{n_heads} attention heads are not a multiple of {n_kv_heads} key/value heads"
@@ -165,9 +174,9 @@ impl ModelConfig {
             None if n_embd % n_heads == 0 => n_embd / n_heads,
             None => {
                 return Err(ModelError::Config(format!(
-                    "embedding length {n_embd} is not a multiple of {n_heads} heads and {} is not set",
-                    k.key("attention.key_length")
-                )))
+                "embedding length {n_embd} is not a multiple of {n_heads} heads and {} is not set",
+                k.key("attention.key_length")
+            )))
             }
         };
         if let Some(v) = k.opt_count("attention.value_length", MAX_DIM)? {
@@ -178,9 +187,13 @@ impl ModelConfig {
             }
         }
         if head_dim % 2 != 0 {
-            return Err(ModelError::Config(format!("head dimension {head_dim} is odd")));
+            return Err(ModelError::Config(format!(
+                "head dimension {head_dim} is odd"
+            )));
         }
-        let rope_dims = k.opt_count("rope.dimension_count", MAX_DIM)?.unwrap_or(head_dim);
+        let rope_dims = k
+            .opt_count("rope.dimension_count", MAX_DIM)?
+            .unwrap_or(head_dim);
         if rope_dims > head_dim || rope_dims % 2 != 0 {
             return Err(ModelError::Config(format!(
                 "rope dimension count {rope_dims} must be even and at most the head dimension {head_dim}"
@@ -192,10 +205,16 @@ impl ModelConfig {
                 .opt_strings("tokenizer.ggml.tokens")?
                 .map(|t| t.len())
                 .filter(|&n| n > 0 && n as u64 <= MAX_VOCAB)
-                .ok_or_else(|| ModelError::Config("vocabulary size unknown: no vocab_size and no tokens".into()))?,
+                .ok_or_else(|| {
+                    ModelError::Config(
+                        "vocabulary size unknown: no vocab_size and no tokens".into(),
+                    )
+                })?,
         };
         let context_length = k.count("context_length", MAX_CONTEXT)?;
-        let rms_eps = k.opt_positive("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
+        let rms_eps = k
+            .opt_positive("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-5);
         let rope_base = k.opt_positive("rope.freq_base")?.unwrap_or(10_000.0);
         let rope_scale = match meta.opt_str(&k.key("rope.scaling.type"))? {
             None | Some("none") => 1.0,

@@ -52,6 +52,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// Through a method, so closures capture the `Sync` wrapper and not the raw field.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 pub(crate) struct Forward<'a> {
     pub config: &'a ModelConfig,
     pub weights: &'a Weights,
@@ -115,10 +122,16 @@ impl Forward<'_> {
         let row_bytes = emb.bytes.len() / emb.rows;
         for (i, t) in batch.iter().enumerate() {
             let start = emb.bytes.start + t.token as usize * row_bytes;
-            quant::dequantize(emb.dtype, &self.bytes[start..start + row_bytes], &mut x[i * d..(i + 1) * d])
-                .map_err(|e| ModelError::Config(e.to_string()))?;
+            quant::dequantize(
+                emb.dtype,
+                &self.bytes[start..start + row_bytes],
+                &mut x[i * d..(i + 1) * d],
+            )
+            .map_err(|e| ModelError::Config(e.to_string()))?;
             if c.embedding_scale != 1.0 {
-                x[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= c.embedding_scale);
+                x[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .for_each(|v| *v *= c.embedding_scale);
             }
         }
 
@@ -126,7 +139,12 @@ impl Forward<'_> {
             // Attention.
             let h = fit(&mut s.h, n * d);
             for i in 0..n {
-                ops::rms_norm_into(&mut h[i * d..(i + 1) * d], &s.x[i * d..(i + 1) * d], &lw.attn_norm, c.rms_eps);
+                ops::rms_norm_into(
+                    &mut h[i * d..(i + 1) * d],
+                    &s.x[i * d..(i + 1) * d],
+                    &lw.attn_norm,
+                    c.rms_eps,
+                );
             }
             let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
             let q = fit(&mut s.q, n * qd);
@@ -137,7 +155,11 @@ impl Forward<'_> {
             matmul(self.pool, &self.matrix(&lw.wv), h, n, v, &mut s.mm);
 
             let sliding = c.sliding_layers[il];
-            let inv_freq = if sliding { self.rope_local } else { self.rope_global };
+            let inv_freq = if sliding {
+                self.rope_local
+            } else {
+                self.rope_global
+            };
             let neox = c.rope_style == RopeStyle::Neox;
             for (i, t) in batch.iter().enumerate() {
                 for head in q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
@@ -174,7 +196,12 @@ impl Forward<'_> {
             // Feed-forward.
             let h = fit(&mut s.h, n * d);
             for i in 0..n {
-                ops::rms_norm_into(&mut h[i * d..(i + 1) * d], &s.x[i * d..(i + 1) * d], &lw.ffn_norm, c.rms_eps);
+                ops::rms_norm_into(
+                    &mut h[i * d..(i + 1) * d],
+                    &s.x[i * d..(i + 1) * d],
+                    &lw.ffn_norm,
+                    c.rms_eps,
+                );
             }
             let ff = c.n_ff;
             let gate = fit(&mut s.gate, n * ff);
@@ -210,10 +237,22 @@ impl Forward<'_> {
         }
         let last = fit(&mut s.last, m * d);
         for (j, &i) in logit_rows.iter().enumerate() {
-            ops::rms_norm_into(&mut last[j * d..(j + 1) * d], &s.x[i * d..(i + 1) * d], &self.weights.output_norm, c.rms_eps);
+            ops::rms_norm_into(
+                &mut last[j * d..(j + 1) * d],
+                &s.x[i * d..(i + 1) * d],
+                &self.weights.output_norm,
+                c.rms_eps,
+            );
         }
         logits.resize(m * c.vocab_size, 0.0);
-        matmul(self.pool, &self.matrix(&self.weights.output), last, m, logits, &mut s.mm);
+        matmul(
+            self.pool,
+            &self.matrix(&self.weights.output),
+            last,
+            m,
+            logits,
+            &mut s.mm,
+        );
         if let Some(cap) = c.final_logit_softcap {
             logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
         }
@@ -222,7 +261,15 @@ impl Forward<'_> {
 
     /// Causal (optionally sliding-window) attention of every token of the
     /// batch over its sequence's cache, one pass with an online softmax.
-    fn attention(&self, batch: &[BatchToken], caches: &[KvCache], il: usize, q: &[f32], out: &mut [f32], window: Option<usize>) {
+    fn attention(
+        &self,
+        batch: &[BatchToken],
+        caches: &[KvCache],
+        il: usize,
+        q: &[f32],
+        out: &mut [f32],
+        window: Option<usize>,
+    ) {
         let c = self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
@@ -230,7 +277,6 @@ impl Forward<'_> {
         let out_ptr = SharedMut(out.as_mut_ptr());
         let scale = c.attention_scale;
         self.pool.run(&|tid, nt| {
-            let out_ptr = out_ptr;
             let mut acc = [0f32; MAX_HEAD_DIM];
             for job in (tid..jobs).step_by(nt) {
                 let (i, head) = (job / c.n_heads, job % c.n_heads);
@@ -262,7 +308,9 @@ impl Forward<'_> {
                 }
                 // SAFETY: (i, head) is unique to this job, so this slice of
                 // `out` is written by exactly one thread.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(i * qd + head * hd), hd) };
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + head * hd), hd)
+                };
                 let inv = 1.0 / sum;
                 for (dv, a) in dst.iter_mut().zip(acc.iter()) {
                     *dv = a * inv;

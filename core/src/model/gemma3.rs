@@ -17,7 +17,10 @@ const LOCAL_ROPE_BASE: f32 = 10_000.0;
 /// The configuration of a gemma3-architecture file.
 pub(super) fn config(meta: &Metadata) -> Result<ModelConfig, ModelError> {
     let mut c = ModelConfig::common(meta, Architecture::Gemma3)?;
-    let keys = super::config::Keys { meta, arch: "gemma3" };
+    let keys = super::config::Keys {
+        meta,
+        arch: "gemma3",
+    };
     c.rope_style = RopeStyle::Neox;
     c.activation = Activation::Gelu;
     c.qk_norm = true;
@@ -32,8 +35,12 @@ pub(super) fn config(meta: &Metadata) -> Result<ModelConfig, ModelError> {
     };
     if let Some(window) = keys.opt_count("attention.sliding_window", 1 << 24)? {
         c.sliding_window = Some(window);
-        c.sliding_layers = (0..c.n_layers).map(|il| il % SLIDING_PATTERN < SLIDING_PATTERN - 1).collect();
-        c.rope_base_local = keys.opt_positive("rope.freq_base_swa")?.unwrap_or(LOCAL_ROPE_BASE);
+        c.sliding_layers = (0..c.n_layers)
+            .map(|il| il % SLIDING_PATTERN < SLIDING_PATTERN - 1)
+            .collect();
+        c.rope_base_local = keys
+            .opt_positive("rope.freq_base_swa")?
+            .unwrap_or(LOCAL_ROPE_BASE);
     }
     c.final_logit_softcap = keys.opt_positive("final_logit_softcapping")?;
     Ok(c)

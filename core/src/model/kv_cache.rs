@@ -22,8 +22,12 @@ impl KvCache {
             kv_dim,
             capacity,
             len: 0,
-            keys: (0..config.n_layers).map(|_| vec![0.0; capacity * kv_dim]).collect(),
-            values: (0..config.n_layers).map(|_| vec![0.0; capacity * kv_dim]).collect(),
+            keys: (0..config.n_layers)
+                .map(|_| vec![0.0; capacity * kv_dim])
+                .collect(),
+            values: (0..config.n_layers)
+                .map(|_| vec![0.0; capacity * kv_dim])
+                .collect(),
         }
     }
 

@@ -33,7 +33,10 @@ pub enum ModelError {
     Gguf(GgufError),
     #[error("unsupported architecture {0:?} (supported: llama, qwen3, gemma3)")]
     UnsupportedArchitecture(String),
-    #[error("tensor {name:?} has type {dtype}, which edgeloop cannot compute with (supported: {})", supported_types())]
+    #[error(
+        "tensor {name:?} has type {dtype}, which edgeloop cannot compute with (supported: {})",
+        supported_types()
+    )]
     UnsupportedType { name: String, dtype: GgmlType },
     #[error("missing tensor {0:?}")]
     MissingTensor(String),
@@ -50,13 +53,21 @@ pub enum ModelError {
     #[error("position {pos} is beyond the context of {capacity} positions")]
     ContextFull { pos: usize, capacity: usize },
     #[error("sequence {seq}: position {pos} leaves a gap after the {cached} cached positions")]
-    PositionGap { seq: usize, pos: usize, cached: usize },
+    PositionGap {
+        seq: usize,
+        pos: usize,
+        cached: usize,
+    },
     #[error("no KV cache for sequence {0}")]
     NoSuchSequence(usize),
 }
 
 fn supported_types() -> String {
-    SUPPORTED.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    SUPPORTED
+        .iter()
+        .map(|t| t.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A loaded model: the mapped file, its configuration and weight locations.
@@ -70,7 +81,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

@@ -23,7 +23,11 @@ pub fn rope(head: &mut [f32], pos: usize, inv_freq: &[f32], neox: bool) {
     for (i, &f) in inv_freq.iter().enumerate() {
         let theta = pos as f32 * f;
         let (sin, cos) = theta.sin_cos();
-        let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0 * cos - x1 * sin;
         head[b] = x0 * sin + x1 * cos;

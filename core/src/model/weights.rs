@@ -64,7 +64,12 @@ impl Loader<'_> {
         self.matrix_from(t, cols, rows)
     }
 
-    fn matrix_from(&self, t: &TensorInfo, cols: usize, rows: usize) -> Result<MatrixRef, ModelError> {
+    fn matrix_from(
+        &self,
+        t: &TensorInfo,
+        cols: usize,
+        rows: usize,
+    ) -> Result<MatrixRef, ModelError> {
         let expected = [cols as u64, rows as u64];
         if t.dims != expected {
             return Err(ModelError::TensorShape {
@@ -99,16 +104,22 @@ impl Loader<'_> {
             });
         }
         let mut out = vec![0f32; len];
-        crate::quant::dequantize(t.dtype, self.file.tensor_data(t), &mut out).map_err(|e| {
-            ModelError::Config(format!("tensor {name:?}: {e}"))
-        })?;
+        crate::quant::dequantize(t.dtype, self.file.tensor_data(t), &mut out)
+            .map_err(|e| ModelError::Config(format!("tensor {name:?}: {e}")))?;
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::Config(format!("tensor {name:?} holds a non-finite value at index {i}")));
+            return Err(ModelError::Config(format!(
+                "tensor {name:?} holds a non-finite value at index {i}"
+            )));
         }
         Ok(out)
     }
 
-    fn opt_vector(&self, name: &str, len: usize, wanted: bool) -> Result<Option<Vec<f32>>, ModelError> {
+    fn opt_vector(
+        &self,
+        name: &str,
+        len: usize,
+        wanted: bool,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
         if wanted {
             self.vector(name, len).map(Some)
         } else {
@@ -146,11 +157,12 @@ impl Weights {
                 post_ffn_norm: l.opt_vector(&n("post_ffw_norm"), d, c.post_norms)?,
             });
         }
-        if let Some(extra) = file
-            .tensors()
-            .iter()
-            .find(|t| t.name.strip_prefix("blk.").and_then(|r| r.split('.').next()?.parse::<usize>().ok()).is_some_and(|b| b >= c.n_layers))
-        {
+        if let Some(extra) = file.tensors().iter().find(|t| {
+            t.name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next()?.parse::<usize>().ok())
+                .is_some_and(|b| b >= c.n_layers)
+        }) {
             return Err(ModelError::Config(format!(
                 "tensor {:?} belongs to a block beyond block_count {}",
                 extra.name, c.n_layers
@@ -169,7 +181,12 @@ impl Weights {
         let layer: usize = self
             .layers
             .iter()
-            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.bytes.len()).sum::<usize>())
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.bytes.len())
+                    .sum::<usize>()
+            })
             .sum();
         layer + self.output.bytes.len()
     }

@@ -113,14 +113,26 @@ fn dequantize_checks_sizes_and_types() {
     );
     assert!(matches!(
         dequantize(GgmlType::Q4_0, &[0u8; 18], &mut out[..31]),
-        Err(QuantError::PartialBlock { elements: 31, block_len: 32, .. })
+        Err(QuantError::PartialBlock {
+            elements: 31,
+            block_len: 32,
+            ..
+        })
     ));
     assert!(matches!(
         dequantize(GgmlType::Q2K, &[0u8; 84], &mut [0.0; 256]),
-        Err(QuantError::Unsupported { dtype: GgmlType::Q2K, .. })
+        Err(QuantError::Unsupported {
+            dtype: GgmlType::Q2K,
+            ..
+        })
     ));
-    let msg = dequantize(GgmlType::Q8_0, &[0u8; 35], &mut out).unwrap_err().to_string();
-    assert!(msg.contains("Q8_0") && msg.contains("34") && msg.contains("35"), "{msg}");
+    let msg = dequantize(GgmlType::Q8_0, &[0u8; 35], &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("Q8_0") && msg.contains("34") && msg.contains("35"),
+        "{msg}"
+    );
     // Empty is fine.
     dequantize(GgmlType::Q4K, &[], &mut []).unwrap();
 }
@@ -129,7 +141,10 @@ fn dequantize_checks_sizes_and_types() {
 fn quantize_checks_types_and_lengths() {
     assert!(matches!(
         quantize(GgmlType::Q4K, &[0.0; 256]),
-        Err(QuantError::Unsupported { dtype: GgmlType::Q4K, .. })
+        Err(QuantError::Unsupported {
+            dtype: GgmlType::Q4K,
+            ..
+        })
     ));
     assert!(matches!(
         quantize(GgmlType::Q8_0, &[0.0; 33]),
@@ -185,7 +200,10 @@ fn dequantize_known_blocks() {
         b[2 + j] = (j as i8 - 16) as u8;
     }
     let y = deq(GgmlType::Q8_0, &b, 32);
-    assert!(y.iter().enumerate().all(|(j, &v)| v == (j as f32 - 16.0) * 2.0));
+    assert!(y
+        .iter()
+        .enumerate()
+        .all(|(j, &v)| v == (j as f32 - 16.0) * 2.0));
 
     // Q6_K: all q6 = 33 (value +1), scales = sub-block index + 1.
     let mut b = vec![0u8; 210];
@@ -239,7 +257,10 @@ fn q4k_scale_unpacking_matches_ggml_formula() {
             let (d, mm) = if j < 4 {
                 (q[j] & 63, q[j + 4] & 63)
             } else {
-                ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+                (
+                    (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+                    (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+                )
             };
             assert_eq!((sc[j], m[j]), (d, mm));
         }
@@ -253,13 +274,21 @@ fn round_trips_stay_within_quantization_error() {
     let mut x = random_f32s(&mut rng, n, 1.0);
     x[..32].fill(0.0); // an all-zero block
     x[32..64].fill(-3.0); // a constant block
-    for dtype in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for dtype in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+    ] {
         let bytes = quantize(dtype, &x).unwrap();
         assert_eq!(bytes.len(), byte_len(dtype, n).unwrap());
         let y = deq(dtype, &bytes, n);
         for (bx, by) in x.chunks(32).zip(y.chunks(32)) {
             let amax = bx.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let (lo, hi) = bx.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) = bx
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             // Half a quantization step, plus f16 rounding of the scale(s).
             let bound = match dtype {
                 GgmlType::F32 => 0.0,
@@ -271,7 +300,10 @@ fn round_trips_stay_within_quantization_error() {
                 _ => (hi - lo) / 15.0 * 0.5 + (hi - lo + lo.abs()) / 512.0,
             };
             for (&a, &b) in bx.iter().zip(by) {
-                assert!((a - b).abs() <= bound * 1.0001 + 1e-7, "{dtype}: {a} -> {b} (bound {bound})");
+                assert!(
+                    (a - b).abs() <= bound * 1.0001 + 1e-7,
+                    "{dtype}: {a} -> {b} (bound {bound})"
+                );
             }
         }
     }
@@ -338,7 +370,13 @@ fn activation_quantizers_are_consistent() {
     quantize_row_q8_k(&x, &mut qk);
     for (b, xs) in qk.iter().zip(x.chunks(256)) {
         for (j, s) in b.bsums.iter().enumerate() {
-            assert_eq!(*s as i32, b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum::<i32>());
+            assert_eq!(
+                *s as i32,
+                b.qs[16 * j..16 * j + 16]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>()
+            );
         }
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (&v, &q) in xs.iter().zip(&b.qs) {
@@ -360,7 +398,10 @@ fn activation_formats_dequantize_from_ggml_bytes() {
         b[4 + j] = (j as i8 - 3) as u8;
     }
     let y = deq(GgmlType::Q8_1, &b, 32);
-    assert!(y.iter().enumerate().all(|(j, &v)| v == (j as f32 - 3.0) * 0.5));
+    assert!(y
+        .iter()
+        .enumerate()
+        .all(|(j, &v)| v == (j as f32 - 3.0) * 0.5));
 
     let mut b = vec![0u8; 292];
     b[..4].copy_from_slice(&0.25f32.to_le_bytes());
@@ -368,7 +409,10 @@ fn activation_formats_dequantize_from_ggml_bytes() {
         b[4 + j] = (j as u8).wrapping_sub(128);
     }
     let y = deq(GgmlType::Q8K, &b, 256);
-    assert!(y.iter().enumerate().all(|(j, &v)| v == ((j as u8).wrapping_sub(128) as i8) as f32 * 0.25));
+    assert!(y
+        .iter()
+        .enumerate()
+        .all(|(j, &v)| v == ((j as u8).wrapping_sub(128) as i8) as f32 * 0.25));
 }
 
 #[test]

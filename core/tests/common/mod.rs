@@ -17,7 +17,8 @@ pub fn repo_root() -> PathBuf {
 /// A golden reference file under tests/golden.
 pub fn golden(rel: &str) -> serde_json::Value {
     let path = repo_root().join("tests/golden").join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -64,5 +65,9 @@ pub fn gemma3() -> &'static Engine {
 
 /// JSON array of integers as token ids.
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }

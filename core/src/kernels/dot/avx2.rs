@@ -119,20 +119,27 @@ unsafe fn run32<const K: u8, A: Act32, F: FnMut(usize, usize, f32)>(
         }
         return;
     }
-    for_each_tile(rows, n, MR32, NR32, |r0, rr, c0, cc, res| {
-        // SAFETY: the tile's rows and columns are in bounds (asserted above
-        // and by the caller); the CPU features are the caller's contract.
-        unsafe {
-            let wp = base.add(r0 * rb);
-            let ap = a.as_ptr().add(c0 * nb);
-            let sp = sums.as_ptr().add(c0 * nb);
-            dispatch_tile!(
-                tile32, [K, A], rr, cc,
-                rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                (wp, rb, ap, sp, nb, res)
-            )
-        }
-    }, out)
+    for_each_tile(
+        rows,
+        n,
+        MR32,
+        NR32,
+        |r0, rr, c0, cc, res| {
+            // SAFETY: the tile's rows and columns are in bounds (asserted above
+            // and by the caller); the CPU features are the caller's contract.
+            unsafe {
+                let wp = base.add(r0 * rb);
+                let ap = a.as_ptr().add(c0 * nb);
+                let sp = sums.as_ptr().add(c0 * nb);
+                dispatch_tile!(
+                    tile32, [K, A], rr, cc,
+                    rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                    (wp, rb, ap, sp, nb, res)
+                )
+            }
+        },
+        out,
+    )
 }
 
 /// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × columns.
@@ -152,26 +159,33 @@ unsafe fn run_k<const Q4: bool, F: FnMut(usize, usize, f32)>(
     let nb = cols / QK_K;
     assert!(a.len() >= n * nb);
     let nr = if n == 1 { 1 } else { NRK };
-    for_each_tile(rows, n, 1, nr, |r0, _, c0, cc, res| {
-        // SAFETY: as in `run32`.
-        unsafe {
-            let wp = base.add(r0 * rb);
-            let ap = a.as_ptr().add(c0 * nb);
-            if Q4 {
-                dispatch_tile!(
-                    tile_q4_k, [], 1, cc,
-                    rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                    (wp, rb, ap, nb, res)
-                )
-            } else {
-                dispatch_tile!(
-                    tile_q6_k, [], 1, cc,
-                    rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                    (wp, rb, ap, nb, res)
-                )
+    for_each_tile(
+        rows,
+        n,
+        1,
+        nr,
+        |r0, _, c0, cc, res| {
+            // SAFETY: as in `run32`.
+            unsafe {
+                let wp = base.add(r0 * rb);
+                let ap = a.as_ptr().add(c0 * nb);
+                if Q4 {
+                    dispatch_tile!(
+                        tile_q4_k, [], 1, cc,
+                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                        (wp, rb, ap, nb, res)
+                    )
+                } else {
+                    dispatch_tile!(
+                        tile_q6_k, [], 1, cc,
+                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
+                        (wp, rb, ap, nb, res)
+                    )
+                }
             }
-        }
-    }, out)
+        },
+        out,
+    )
 }
 
 /// Tiles F32 (`ES = 4`) or F16 (`ES = 2`) weights over rows × columns.
@@ -190,18 +204,25 @@ unsafe fn run_f<const ES: usize, F: FnMut(usize, usize, f32)>(
 ) {
     assert!(x.len() >= n * cols);
     let (mr, nr) = if n == 1 { (4, 1) } else { (MRF, NRF) };
-    for_each_tile(rows, n, mr, nr, |r0, rr, c0, cc, res| {
-        // SAFETY: as in `run32`.
-        unsafe {
-            let wp = base.add(r0 * rb);
-            let xp = x.as_ptr().add(c0 * cols);
-            dispatch_tile!(
-                tile_f, [ES], rr, cc,
-                rows [1, 2, 3, 4], cols [1, 2],
-                (wp, rb, xp, cols, res)
-            )
-        }
-    }, out)
+    for_each_tile(
+        rows,
+        n,
+        mr,
+        nr,
+        |r0, rr, c0, cc, res| {
+            // SAFETY: as in `run32`.
+            unsafe {
+                let wp = base.add(r0 * rb);
+                let xp = x.as_ptr().add(c0 * cols);
+                dispatch_tile!(
+                    tile_f, [ES], rr, cc,
+                    rows [1, 2, 3, 4], cols [1, 2],
+                    (wp, rb, xp, cols, res)
+                )
+            }
+        },
+        out,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -643,11 +664,8 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(
                 let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
                 let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, scales16));
                 let isum = _mm256_sub_epi32(sumi[c], offset);
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(y.d * d),
-                    _mm256_cvtepi32_ps(isum),
-                    acc[r][c],
-                );
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(y.d * d), _mm256_cvtepi32_ps(isum), acc[r][c]);
             }
         }
     }
@@ -757,7 +775,10 @@ unsafe fn quantize32(x: *const f32) -> (f32, __m256i, i32) {
     ));
     // Pack to bytes; the packs interleave 128-bit lanes, the permute
     // restores element order.
-    let p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    let p = _mm256_packs_epi16(
+        _mm256_packs_epi32(i[0], i[1]),
+        _mm256_packs_epi32(i[2], i[3]),
+    );
     let q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     (d, q, sum)
 }
@@ -824,8 +845,10 @@ pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [BlockQ8K]) {
                 let v = _mm256_mul_ps(is, _mm256_loadu_ps(xp.add(k + 8 * j)));
                 i[j] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps::<RND>(v)), top);
             }
-            let p =
-                _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+            let p = _mm256_packs_epi16(
+                _mm256_packs_epi32(i[0], i[1]),
+                _mm256_packs_epi32(i[2], i[3]),
+            );
             let q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256(b.qs.as_mut_ptr().add(k).cast(), q);
         }

@@ -209,7 +209,10 @@ unsafe fn dot_q4_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
         let y = &*a.add(b);
         let (sc, m) = q4k_scales_mins(&blk[4..16]);
         // Activation sums per 32-value sub-block, times the mins.
-        let q8sums = vpaddq_s16(vld1q_s16(y.bsums.as_ptr()), vld1q_s16(y.bsums.as_ptr().add(8)));
+        let q8sums = vpaddq_s16(
+            vld1q_s16(y.bsums.as_ptr()),
+            vld1q_s16(y.bsums.as_ptr().add(8)),
+        );
         let mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m.as_ptr())));
         let prod = vaddq_s32(
             vmull_s16(vget_low_s16(q8sums), vget_low_s16(mins)),
@@ -269,8 +272,14 @@ unsafe fn dot_q6_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
                 // The four 16-value groups of this half, as signed values.
                 let q = [
                     vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(h, m3))),
-                    vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(h), m3))),
-                    vorrq_u8(vshrq_n_u8::<4>(ql0), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(h), m3))),
+                    vorrq_u8(
+                        vandq_u8(ql1, m4),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(h), m3)),
+                    ),
+                    vorrq_u8(
+                        vshrq_n_u8::<4>(ql0),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(h), m3)),
+                    ),
                     vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(h))),
                 ];
                 for (g, &qg) in q.iter().enumerate() {
@@ -421,8 +430,14 @@ pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [BlockQ8K]) {
         let iscale = -127.0 / max;
         let top = vdupq_n_s32(127);
         for k in (0..QK_K).step_by(8) {
-            let i0 = vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xp.add(k)), iscale)), top);
-            let i1 = vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xp.add(k + 4)), iscale)), top);
+            let i0 = vminq_s32(
+                vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xp.add(k)), iscale)),
+                top,
+            );
+            let i1 = vminq_s32(
+                vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xp.add(k + 4)), iscale)),
+                top,
+            );
             let h = vcombine_s16(vqmovn_s32(i0), vqmovn_s32(i1));
             vst1_s8(b.qs.as_mut_ptr().add(k), vqmovn_s16(h));
         }

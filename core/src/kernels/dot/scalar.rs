@@ -25,10 +25,18 @@ pub(crate) fn dot_rows<F: FnMut(usize, usize, f32)>(
     match (w.dtype, acts) {
         (GgmlType::F32, Acts::F32(x)) => each(w, rows, x, cols, n, out, dot_f32),
         (GgmlType::F16, Acts::F32(x)) => each(w, rows, x, cols, n, out, dot_f16),
-        (GgmlType::Q4_0, Acts::Q8_0 { blocks: a, .. }) => each(w, rows, a, cols / 32, n, out, dot_q4_0),
-        (GgmlType::Q5_0, Acts::Q8_0 { blocks: a, .. }) => each(w, rows, a, cols / 32, n, out, dot_q5_0),
-        (GgmlType::Q8_0, Acts::Q8_0 { blocks: a, .. }) => each(w, rows, a, cols / 32, n, out, dot_q8_0),
-        (GgmlType::Q4_1, Acts::Q8_1 { blocks: a, .. }) => each(w, rows, a, cols / 32, n, out, dot_q4_1),
+        (GgmlType::Q4_0, Acts::Q8_0 { blocks: a, .. }) => {
+            each(w, rows, a, cols / 32, n, out, dot_q4_0)
+        }
+        (GgmlType::Q5_0, Acts::Q8_0 { blocks: a, .. }) => {
+            each(w, rows, a, cols / 32, n, out, dot_q5_0)
+        }
+        (GgmlType::Q8_0, Acts::Q8_0 { blocks: a, .. }) => {
+            each(w, rows, a, cols / 32, n, out, dot_q8_0)
+        }
+        (GgmlType::Q4_1, Acts::Q8_1 { blocks: a, .. }) => {
+            each(w, rows, a, cols / 32, n, out, dot_q4_1)
+        }
         (GgmlType::Q4K, Acts::Q8K(a)) => each(w, rows, a, cols / 256, n, out, dot_q4_k),
         (GgmlType::Q6K, Acts::Q8K(a)) => each(w, rows, a, cols / 256, n, out, dot_q6_k),
         (t, a) => panic!("no dot product for {t} weights with {a:?} activations"),

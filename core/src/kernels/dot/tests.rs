@@ -61,7 +61,9 @@ impl TestActs {
 fn run(isa: Isa, w: &QMatrix, acts: Acts, n: usize) -> Vec<f32> {
     let mut y = vec![f32::NAN; n * w.rows];
     let rows = w.rows;
-    dot_rows(isa, w, 0..w.rows, acts, n, &mut |r, c, v| y[c * rows + r] = v);
+    dot_rows(isa, w, 0..w.rows, acts, n, &mut |r, c, v| {
+        y[c * rows + r] = v
+    });
     y
 }
 
@@ -143,21 +145,42 @@ fn scalar_dot_equals_dequantized_dot_of_quantized_activations() {
         // Dequantized activations as the kernel sees them.
         let xa: Vec<f32> = match acts.for_type(dtype) {
             Acts::F32(x) => x.to_vec(),
-            Acts::Q8_0 { blocks, .. } => blocks.iter().flat_map(|b| b.qs.map(|q| q as f32 * b.d)).collect(),
-            Acts::Q8_1 { blocks, .. } => blocks.iter().flat_map(|b| b.qs.map(|q| q as f32 * b.d)).collect(),
-            Acts::Q8K(a) => a.iter().flat_map(|b| b.qs.map(|q| q as f32 * b.d)).collect(),
+            Acts::Q8_0 { blocks, .. } => blocks
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
+            Acts::Q8_1 { blocks, .. } => blocks
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
+            Acts::Q8K(a) => a
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
         };
         let got = run(Isa::Scalar, &w, acts.for_type(dtype), 1);
         let mut wd = vec![0.0; 5 * cols];
         dequantize(dtype, &data, &mut wd).unwrap();
         for r in 0..5 {
             let row = &wd[r * cols..(r + 1) * cols];
-            let exact: f64 = row.iter().zip(&xa).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let mag: f64 = row.iter().zip(&xa).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let exact: f64 = row
+                .iter()
+                .zip(&xa)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum();
+            let mag: f64 = row
+                .iter()
+                .zip(&xa)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
             // Q4_1's `s` is rounded to f16, as in ggml: allow for it.
             let extra = if dtype == GgmlType::Q4_1 {
                 let mut m = 0.0f64;
-                for (blk, a) in data[r * w.row_bytes()..].chunks(20).zip(&acts.q8_1).take(cols / 32) {
+                for (blk, a) in data[r * w.row_bytes()..]
+                    .chunks(20)
+                    .zip(&acts.q8_1)
+                    .take(cols / 32)
+                {
                     let mw = half::f16::from_le_bytes([blk[2], blk[3]]).to_f32() as f64;
                     m += (mw * a.s as f64).abs() / 1024.0;
                 }
@@ -181,7 +204,10 @@ fn simd_activation_quantizers_are_bit_identical() {
         let mut x = random_f32s(&mut rng, len, 3.0);
         x[..32].fill(0.0);
         x[40] = -1e-30; // tiny values
-        x[64..96].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 - 15.5); // exact halves
+        x[64..96]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 - 15.5); // exact halves
         if len > 256 {
             x[256..512].fill(0.0);
         }

@@ -126,7 +126,13 @@ fn matmul_of_quantized_float_matrix_is_close_to_float_matmul() {
     let (rows, cols, n) = (300, 576, 4);
     let wf = random_f32s(&mut rng, rows * cols, 0.05);
     let x = random_f32s(&mut rng, n * cols, 1.0);
-    for dtype in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_0] {
+    for dtype in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4_0,
+    ] {
         let data = quantize(dtype, &wf).unwrap();
         let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
         let mut y = vec![0.0; n * rows];
@@ -144,7 +150,10 @@ fn matmul_of_quantized_float_matrix_is_close_to_float_matmul() {
                 let want: f32 = row.iter().zip(xc).map(|(a, b)| a * b).sum();
                 let mag: f32 = row.iter().zip(xc).map(|(a, b)| (a * b).abs()).sum();
                 let got = y[c * rows + r];
-                assert!((got - want).abs() <= rel * mag, "{dtype} [{c},{r}]: {got} vs {want} (mag {mag})");
+                assert!(
+                    (got - want).abs() <= rel * mag,
+                    "{dtype} [{c},{r}]: {got} vs {want} (mag {mag})"
+                );
             }
         }
     }
@@ -213,7 +222,11 @@ fn shapes_are_checked() {
     ));
     assert!(matches!(
         QMatrix::new(GgmlType::Q4_1, &data, 3, 32),
-        Err(QuantError::SizeMismatch { expected: 60, actual: 40, .. })
+        Err(QuantError::SizeMismatch {
+            expected: 60,
+            actual: 40,
+            ..
+        })
     ));
     assert!(matches!(
         QMatrix::new(GgmlType::Q5_1, &data, 1, 32),
@@ -248,7 +261,14 @@ fn matmul_panics_on_bad_lengths() {
     let pool = ThreadPool::new(1);
     let data = vec![0u8; 20];
     let w = QMatrix::new(GgmlType::Q4_1, &data, 1, 32).unwrap();
-    matmul(&pool, &w, &[0.0; 16], 1, &mut [0.0; 1], &mut MatmulScratch::default());
+    matmul(
+        &pool,
+        &w,
+        &[0.0; 16],
+        1,
+        &mut [0.0; 1],
+        &mut MatmulScratch::default(),
+    );
 }
 
 /// Throughput of the decode-shaped matmuls; run with
