@@ -42,10 +42,8 @@ impl<'a> QMatrix<'a> {
         Ok(m)
     }
 
-    /// Bytes per row.
-    ///
-    /// # Panics
-    /// If `cols` is not a whole number of blocks (see [`QMatrix::new`]).
+    /// Bytes per row (`cols` is a whole number of blocks, see
+    /// [`QMatrix::new`]).
     pub fn row_bytes(&self) -> usize {
         self.cols / self.dtype.block_len() * self.dtype.block_bytes()
     }

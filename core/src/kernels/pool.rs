@@ -1,13 +1,18 @@
 //! A persistent thread pool for the decode loop: `n - 1` workers plus the
-//! calling thread run the same job, `f(thread_index, n_threads)`, and `run`
-//! returns when all of them are done.
+//! calling thread run the same job, `f(thread_index, n_threads)` for every
+//! index, and `run` returns when all of them are done.
 //!
 //! A token of decoding calls [`ThreadPool::run`] a couple of hundred times,
 //! with a few microseconds of work each, so a call must not spawn, allocate
 //! or sleep in the kernel on the fast path. Jobs are published by bumping an
-//! atomic generation counter that idle workers spin on for a bounded time;
+//! atomic generation counter that idle workers poll for a bounded time;
 //! after that they block on a condition variable so an idle pool costs no
 //! CPU.
+//!
+//! Each index of a job is claimed exactly once, by its worker or, if that
+//! worker has not started it by the time the caller finished its own share,
+//! by the caller. A worker that the OS has not scheduled (a busy machine, a
+//! phone's little cores) therefore never holds up a call it has not joined.
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
@@ -69,8 +74,11 @@ struct Shared {
     generation: AtomicUsize,
     /// The current job, valid while a `run` call is in progress.
     job: UnsafeCell<Option<&'static Job>>,
-    /// Workers that have not finished the current job.
-    remaining: AtomicUsize,
+    /// `claimed[i]`: index `i` of the current job has been taken (by worker
+    /// `i` or by the caller). Reset to false before each publication.
+    claimed: Box<[AtomicBool]>,
+    /// Workers between noticing a generation and being done with it.
+    running: AtomicUsize,
     /// Set on drop: workers exit at the next generation.
     shutdown: AtomicBool,
     /// The first panic payload of the current job.
@@ -80,16 +88,17 @@ struct Shared {
     /// Workers blocked waiting for a new generation.
     sleepers: AtomicUsize,
     work_cv: Condvar,
-    /// Whether the caller is blocked waiting for `remaining == 0`.
+    /// Whether the caller is blocked waiting for `running == 0`.
     caller_sleeping: AtomicBool,
     done_cv: Condvar,
 }
 
 // SAFETY: `job` is written only by the thread inside `run` (holding
-// `run_lock`) before the generation bump that publishes it (Release), and read
-// by workers only after observing that bump (Acquire) and before they
-// decrement `remaining`; `run` does not touch it again until `remaining` is 0.
-// Every other field is Sync.
+// `run_lock`): before the Release stores that reset `claimed`, and after it
+// has observed `running == 0` with Acquire. A worker reads it only after a
+// successful claim (an AcqRel swap that reads one of those reset stores),
+// and while counted in `running`. So every read happens-after the write it
+// reads and happens-before the next write. Every other field is Sync.
 unsafe impl Sync for Shared {}
 // SAFETY: the only non-Send field is the `&'static Job` behind the
 // UnsafeCell, whose referent is `Sync`, so sending it is sound.
@@ -120,6 +129,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `f(i, n)`, keeping the first panic in `slot`.
+fn call_catching(
+    f: &(dyn Fn(usize, usize) + Sync),
+    i: usize,
+    n: usize,
+    slot: &Mutex<Option<Box<dyn Any + Send>>>,
+) {
+    if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| f(i, n))) {
+        let mut slot = lock(slot);
+        if slot.is_none() {
+            *slot = Some(p);
+        }
+    }
+}
+
 impl ThreadPool {
     /// Starts a pool of `n_threads` threads in all (the caller included);
     /// `n_threads <= 1` runs every job inline on the caller.
@@ -131,7 +155,8 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
-            remaining: AtomicUsize::new(0),
+            claimed: (0..n_threads).map(|_| AtomicBool::new(true)).collect(),
+            running: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panic: Mutex::new(None),
             sleep_lock: Mutex::new(()),
@@ -165,6 +190,12 @@ impl ThreadPool {
     /// Calls `f(i, n_threads)` once for every `i` in `0..n_threads`, in
     /// parallel, and returns when all calls have returned.
     ///
+    /// Index 0 runs on the calling thread and index `i` normally on worker
+    /// `i`, but the caller takes over the index of a worker that has not
+    /// started by the time it is done with its own, so calls must not wait
+    /// for one another (no barriers). Splitting work dynamically (an atomic
+    /// counter of chunks) makes the best use of this.
+    ///
     /// If any call panics, the other calls still complete and the first panic
     /// is then resumed on the caller. A `run` made from inside a job (of any
     /// pool) executes the calls one after another on the current thread.
@@ -183,16 +214,19 @@ impl ThreadPool {
         let guard = lock(&self.run_lock);
         let sh = &*self.shared;
 
-        // SAFETY: we hold `run_lock` and no worker is reading `job` (the
-        // previous run waited for `remaining == 0`). The lifetime is erased
-        // to store it, but the reference is only used until `remaining`
-        // drops to 0 below, and `f` outlives this call.
+        // SAFETY: we hold `run_lock`, and the previous run saw `running ==
+        // 0`, so no worker reads `job` now (see `Shared`). The lifetime is
+        // erased to store the reference, but it is only used by claims of
+        // this run, all of which finish before `wait_done` returns, and `f`
+        // outlives this call.
         unsafe {
             let job =
                 std::mem::transmute::<&'a (dyn Fn(usize, usize) + Sync + 'a), &'static Job>(f);
             *sh.job.get() = Some(job);
         }
-        sh.remaining.store(n - 1, Ordering::Relaxed);
+        for c in &sh.claimed[1..] {
+            c.store(false, Ordering::Release);
+        }
         // SeqCst pairs with the sleepers protocol in `wait_for_generation`.
         sh.generation.fetch_add(1, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
@@ -201,22 +235,25 @@ impl ThreadPool {
         }
 
         IN_JOB.with(|c| c.set(true));
-        let mine = panic::catch_unwind(AssertUnwindSafe(|| f(0, n)));
+        call_catching(f, 0, n, &sh.panic);
+        // Take over the shares of workers that have not started yet.
+        for (i, c) in sh.claimed.iter().enumerate().skip(1) {
+            if !c.swap(true, Ordering::AcqRel) {
+                call_catching(f, i, n, &sh.panic);
+            }
+        }
         IN_JOB.with(|c| c.set(false));
 
-        // Workers still use `f`: wait for them even if our share panicked.
+        // Workers that claimed an index still use `f`: wait for them.
         self.wait_done();
-        // SAFETY: all workers are done with the job; clear the dangling
-        // reference so nothing can observe it after `f` is gone.
+        // SAFETY: no worker is inside the job any more; clear the reference
+        // so nothing can observe it after `f` is gone.
         unsafe {
             *sh.job.get() = None;
         }
-        let theirs = lock(&sh.panic).take();
+        let panicked = lock(&sh.panic).take();
         drop(guard);
-        if let Err(p) = mine {
-            panic::resume_unwind(p);
-        }
-        if let Some(p) = theirs {
+        if let Some(p) = panicked {
             panic::resume_unwind(p);
         }
     }
@@ -255,15 +292,15 @@ impl ThreadPool {
         });
     }
 
-    /// Waits until every worker has finished the current job.
+    /// Waits until no worker is inside the current job.
     fn wait_done(&self) {
         let sh = &*self.shared;
-        if poll(|| sh.remaining.load(Ordering::Acquire) == 0) {
+        if poll(|| sh.running.load(Ordering::Acquire) == 0) {
             return;
         }
         let mut g = lock(&sh.sleep_lock);
         sh.caller_sleeping.store(true, Ordering::SeqCst);
-        while sh.remaining.load(Ordering::SeqCst) != 0 {
+        while sh.running.load(Ordering::SeqCst) != 0 {
             g = sh.done_cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
         sh.caller_sleeping.store(false, Ordering::Relaxed);
@@ -323,19 +360,18 @@ fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
         if sh.shutdown.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: the Acquire load of the new generation makes the job
-        // written before the Release bump visible; `run` keeps it alive
-        // until we decrement `remaining`.
-        let job = unsafe { *sh.job.get() };
-        if let Some(job) = job {
-            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| job(index, n_threads))) {
-                let mut slot = lock(&sh.panic);
-                if slot.is_none() {
-                    *slot = Some(p);
-                }
+        // Count ourselves in before claiming, so a caller that sees our claim
+        // also sees us running and waits for us.
+        sh.running.fetch_add(1, Ordering::SeqCst);
+        if !sh.claimed[index].swap(true, Ordering::AcqRel) {
+            // SAFETY: the claim read a reset made after the job was stored,
+            // and the caller waits for `running == 0` before it clears or
+            // replaces the job (see `Shared`).
+            if let Some(job) = unsafe { *sh.job.get() } {
+                call_catching(job, index, n_threads, &sh.panic);
             }
         }
-        if sh.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+        if sh.running.fetch_sub(1, Ordering::AcqRel) == 1
             && sh.caller_sleeping.load(Ordering::SeqCst)
         {
             let _g = lock(&sh.sleep_lock);
@@ -348,6 +384,7 @@ fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn pool_is_send_and_sync() {
@@ -369,6 +406,50 @@ mod tests {
             }
             for c in &counts {
                 assert_eq!(c.load(Ordering::Relaxed), 5_000);
+            }
+        }
+    }
+
+    #[test]
+    fn workers_run_concurrently_with_the_caller() {
+        // Index 0 (the caller) waits for index 1 to start: that only ends if
+        // a worker really runs index 1 while the caller is busy.
+        let pool = ThreadPool::new(2);
+        for _ in 0..20 {
+            let started = AtomicBool::new(false);
+            let caller = thread::current().id();
+            pool.run(&|i, _| {
+                if i == 0 {
+                    let t = Instant::now();
+                    while !started.load(Ordering::Acquire) {
+                        assert!(t.elapsed() < Duration::from_secs(10), "worker never ran");
+                        thread::yield_now();
+                    }
+                } else {
+                    assert_ne!(thread::current().id(), caller);
+                    started.store(true, Ordering::Release);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn late_workers_never_run_an_index_twice() {
+        // Uneven work, more threads than cores: the caller often takes over
+        // the indices of workers that are late.
+        let pool = ThreadPool::new(4);
+        let counts: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        for iter in 0..3_000u64 {
+            pool.run(&|i, _| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+                if (iter + i as u64).is_multiple_of(7) {
+                    for _ in 0..(iter % 50) * 20 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            for c in &counts {
+                assert_eq!(c.load(Ordering::Relaxed), iter + 1);
             }
         }
     }

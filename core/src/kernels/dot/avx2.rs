@@ -35,7 +35,8 @@ pub(crate) fn available() -> bool {
 /// tiles of one row only.
 const MR32: usize = 1;
 const NR32: usize = 8;
-/// Tile shape of the K-quants when `n > 1`.
+const _: () = assert!(MR32 == 1 && NR32 <= super::MAX_TILE_COLS);
+/// Columns of the K-quant tiles when `n > 1` (one row per tile).
 const NRK: usize = 8;
 /// Tile shape of F32/F16 weights when `n > 1`.
 const MRF: usize = 4;

@@ -40,6 +40,9 @@ pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
     let cols = w.cols;
     let nb32 = cols / 32;
     let nbk = cols / QK_K;
+    // SAFETY (every arm): `each` hands the kernel a pointer to one whole row
+    // of `w` and to one column of `per_col` activation items, both checked
+    // to be in bounds, which is exactly what each kernel reads.
     match (w.dtype, acts) {
         (GgmlType::Q4_0, Acts::Q8_0 { blocks, .. }) => {
             each(w, rows, blocks, nb32, n, out, |p, a| dot32::<0>(p, a, nb32))

@@ -273,7 +273,8 @@ fn matmul_panics_on_bad_lengths() {
 
 /// Throughput of the decode-shaped matmuls; run with
 /// `cargo test --release -- --ignored --nocapture bench_matmul`
-/// (`BENCH_THREADS` sets the pool size, default 2).
+/// (`BENCH_THREADS` sets the pool size, default 2; `BENCH_ONLY=Q4_1` one
+/// type; `BENCH_N=1,8,128` the batch sizes).
 ///
 /// "GB/s" is weight bytes per second, the figure of merit of a memory-bound
 /// matvec. Copies of the small matrices are cycled through so that they
@@ -316,7 +317,12 @@ fn bench_matmul() {
             .iter()
             .map(|d| QMatrix::new(dtype, d, rows, cols).unwrap())
             .collect();
-        for n in [1usize, 8] {
+        // BENCH_N=1,8,128 sets the batch sizes.
+        let ns: Vec<usize> = std::env::var("BENCH_N")
+            .ok()
+            .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 8]);
+        for &n in &ns {
             let x = random_f32s(&mut rng, n * cols, 1.0);
             let mut y = vec![0.0; n * rows];
             for hot in [false, true] {
