@@ -1,0 +1,158 @@
+//! The `edgeloop` binary as a user runs it: real commands on the real
+//! default model, and clear errors for mistakes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn edgeloop(args: &[&str], models_dir: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeloop"));
+    cmd.args(args);
+    if let Some(dir) = models_dir {
+        cmd.env("EDGELOOP_MODELS_DIR", dir);
+    }
+    cmd.output().expect("edgeloop runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn models_list_names_both_students() {
+    let out = edgeloop(&["models", "list"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("smollm2-135m-instruct") && s.contains("(default)"),
+        "{s}"
+    );
+    assert!(s.contains("gemma3-270m"), "{s}");
+}
+
+#[test]
+fn generate_streams_an_answer_from_the_default_model() {
+    let out = edgeloop(
+        &[
+            "generate",
+            "--offline",
+            "-n",
+            "12",
+            "What is the capital of France? Answer in one word.",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Paris"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn models_info_describes_gemma() {
+    let out = edgeloop(
+        &["models", "info", "--offline", "--model", "gemma3-270m"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for needle in [
+        "architecture:  gemma3",
+        "Q4_K",
+        "Q6_K",
+        "Q8_0",
+        "sliding window: 512 on 15 of 18 layers",
+        "vocabulary:    262144",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+}
+
+#[test]
+fn bench_json_reports_speed_and_memory() {
+    let out = edgeloop(
+        &[
+            "bench",
+            "--offline",
+            "-p",
+            "16",
+            "-n",
+            "8",
+            "-r",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    for key in [
+        "load_ms",
+        "prefill_tok_s",
+        "decode_tok_s",
+        "peak_rss_mb",
+        "weights_mb_per_token",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["architecture"], "llama");
+}
+
+#[test]
+fn unknown_model_and_offline_misses_are_clear_errors() {
+    let out = edgeloop(&["generate", "--model", "no-such-model", "hi"], None);
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("unknown model \"no-such-model\"") && e.contains("smollm2-135m-instruct"),
+        "{e}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = edgeloop(&["generate", "--offline", "hi"], Some(empty.path()));
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("edgeloop pull smollm2-135m-instruct"), "{e}");
+
+    let out = edgeloop(&["generate", "--model", "/nonexistent/x.gguf", "hi"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent/x.gguf"));
+
+    let out = edgeloop(&["generate", "--offline", "--temperature=-1", "hi"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("temperature"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_corrupt_model_file_is_rejected_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.gguf");
+    std::fs::write(&path, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let out = edgeloop(&["generate", "--model", path.to_str().unwrap(), "hi"], None);
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("broken.gguf") && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn pull_fetches_verifies_and_places_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = edgeloop(&["pull", "smollm2-135m-instruct"], Some(dir.path()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 98_362_432);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "only the model is left: {leftovers:?}");
+    // A second pull finds it verified and fetches nothing.
+    let out = edgeloop(&["pull", "smollm2-135m-instruct"], Some(dir.path()));
+    assert!(
+        text(&out.stderr).contains("already in"),
+        "{}",
+        text(&out.stderr)
+    );
+}
