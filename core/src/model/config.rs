@@ -262,9 +262,9 @@ impl ModelConfig {
         self.n_kv_heads * self.head_dim
     }
 
-    /// Bytes of KV cache per token of context (f32 keys and values).
+    /// Bytes of KV cache per token of context (f16 keys and values).
     pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.n_layers * self.kv_dim() * std::mem::size_of::<f32>()
+        2 * self.n_layers * self.kv_dim() * std::mem::size_of::<u16>()
     }
 }
 

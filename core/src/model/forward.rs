@@ -35,6 +35,7 @@ pub struct ForwardScratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     last: Vec<f32>,
+    scores: Vec<f32>,
     mm: MatmulScratch,
 }
 
@@ -175,13 +176,18 @@ impl Forward<'_> {
                     ops::rope(&mut head[..c.rope_dims], t.pos, inv_freq, neox);
                 }
                 let (kc, vc) = caches[t.seq].layer_mut(il);
-                kc[t.pos * kvd..(t.pos + 1) * kvd].copy_from_slice(&k[i * kvd..(i + 1) * kvd]);
-                vc[t.pos * kvd..(t.pos + 1) * kvd].copy_from_slice(&v[i * kvd..(i + 1) * kvd]);
+                let row = t.pos * kvd..(t.pos + 1) * kvd;
+                for (dst, &src) in kc[row.clone()].iter_mut().zip(&k[i * kvd..(i + 1) * kvd]) {
+                    *dst = ops::to_f16(src);
+                }
+                for (dst, &src) in vc[row].iter_mut().zip(&v[i * kvd..(i + 1) * kvd]) {
+                    *dst = ops::to_f16(src);
+                }
             }
 
             let attn = fit(&mut s.attn, n * qd);
             let window = if sliding { c.sliding_window } else { None };
-            self.attention(batch, caches, il, q, attn, window);
+            self.attention(batch, caches, il, q, attn, window, &mut s.scores);
 
             let o = fit(&mut s.o, n * d);
             matmul(self.pool, &self.matrix(&lw.wo), attn, n, o, &mut s.mm);
@@ -260,7 +266,10 @@ impl Forward<'_> {
     }
 
     /// Causal (optionally sliding-window) attention of every token of the
-    /// batch over its sequence's cache, one pass with an online softmax.
+    /// batch over its sequence's f16 cache. The query and the attention
+    /// weights are rounded to f16 before their products, as llama.cpp does
+    /// with an f16 cache, so both runtimes make the same near-tie decisions.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         batch: &[BatchToken],
@@ -269,52 +278,72 @@ impl Forward<'_> {
         q: &[f32],
         out: &mut [f32],
         window: Option<usize>,
+        scores: &mut Vec<f32>,
     ) {
         let c = self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let jobs = batch.len() * c.n_heads;
+        let span = batch.iter().map(|t| t.pos + 1).max().unwrap_or(0);
+        let nt = self.pool.n_threads();
+        if scores.len() < nt * span {
+            scores.resize(nt * span, 0.0);
+        }
         let out_ptr = SharedMut(out.as_mut_ptr());
+        let scores_ptr = SharedMut(scores.as_mut_ptr());
         let scale = c.attention_scale;
         self.pool.run(&|tid, nt| {
+            // SAFETY: each thread index owns its own `span`-long slice of
+            // `scores`, and every index runs exactly once per call.
+            let sc =
+                unsafe { std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * span), span) };
+            let mut qr = [0f32; MAX_HEAD_DIM];
             let mut acc = [0f32; MAX_HEAD_DIM];
             for job in (tid..jobs).step_by(nt) {
                 let (i, head) = (job / c.n_heads, job % c.n_heads);
                 let t = batch[i];
                 let (keys, values) = caches[t.seq].layer(il);
                 let kv_off = (head / group) * hd;
-                let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
                 let first = match window {
                     Some(w) => (t.pos + 1).saturating_sub(w),
                     None => 0,
                 };
+                let qr = &mut qr[..hd];
+                for (r, &x) in qr
+                    .iter_mut()
+                    .zip(&q[i * qd + head * hd..i * qd + (head + 1) * hd])
+                {
+                    *r = ops::round_f16(x);
+                }
+                let sc = &mut sc[..t.pos + 1 - first];
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in sc.iter_mut().enumerate() {
+                    let p = first + j;
+                    *s = ops::dot_f16(qr, &keys[p * kvd + kv_off..p * kvd + kv_off + hd]) * scale;
+                    max = max.max(*s);
+                }
+                let mut sum = 0f64;
+                for s in sc.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s as f64;
+                }
+                let inv = (1.0 / sum) as f32;
                 let acc = &mut acc[..hd];
                 acc.fill(0.0);
-                let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-                for p in first..=t.pos {
-                    let kr = &keys[p * kvd + kv_off..p * kvd + kv_off + hd];
-                    let score = ops::dot(qh, kr) * scale;
-                    let vr = &values[p * kvd + kv_off..p * kvd + kv_off + hd];
-                    if score > max {
-                        let correction = (max - score).exp();
-                        sum = sum * correction + 1.0;
-                        ops::scale_add(acc, correction, vr, 1.0);
-                        max = score;
-                    } else {
-                        let w = (score - max).exp();
-                        sum += w;
-                        ops::scale_add(acc, 1.0, vr, w);
-                    }
+                for (j, &s) in sc.iter().enumerate() {
+                    let p = first + j;
+                    ops::axpy_f16(
+                        acc,
+                        ops::round_f16(s * inv),
+                        &values[p * kvd + kv_off..p * kvd + kv_off + hd],
+                    );
                 }
                 // SAFETY: (i, head) is unique to this job, so this slice of
                 // `out` is written by exactly one thread.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + head * hd), hd)
                 };
-                let inv = 1.0 / sum;
-                for (dv, a) in dst.iter_mut().zip(acc.iter()) {
-                    *dv = a * inv;
-                }
+                dst.copy_from_slice(acc);
             }
         });
     }

@@ -1,5 +1,6 @@
 //! The key/value cache of one sequence: per layer, the keys and values of
-//! every position so far, f32, row per position.
+//! every position so far, one row per position, stored as IEEE f16 (half
+//! the memory of f32, and the precision llama.cpp keeps by default).
 
 use super::config::ModelConfig;
 
@@ -10,8 +11,8 @@ pub struct KvCache {
     capacity: usize,
     /// Number of positions filled (the next position to write).
     len: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Vec<u16>>,
+    values: Vec<Vec<u16>>,
 }
 
 impl KvCache {
@@ -23,10 +24,10 @@ impl KvCache {
             capacity,
             len: 0,
             keys: (0..config.n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
+                .map(|_| vec![0; capacity * kv_dim])
                 .collect(),
             values: (0..config.n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
+                .map(|_| vec![0; capacity * kv_dim])
                 .collect(),
         }
     }
@@ -37,7 +38,7 @@ impl KvCache {
             return;
         }
         for l in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            l.resize(capacity * self.kv_dim, 0.0);
+            l.resize(capacity * self.kv_dim, 0);
         }
         self.capacity = capacity;
     }
@@ -76,14 +77,15 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        2 * self.keys.len() * self.capacity * self.kv_dim * std::mem::size_of::<f32>()
+        2 * self.keys.len() * self.capacity * self.kv_dim * std::mem::size_of::<u16>()
     }
 
-    pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+    /// Keys and values of a layer as f16 bit patterns.
+    pub(crate) fn layer(&self, layer: usize) -> (&[u16], &[u16]) {
         (&self.keys[layer], &self.values[layer])
     }
 
-    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
+    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&mut [u16], &mut [u16]) {
         (&mut self.keys[layer], &mut self.values[layer])
     }
 

@@ -136,3 +136,125 @@ mod tests {
         assert!((l - 2f32.ln()).abs() < 1e-6);
     }
 }
+
+/// f32 → IEEE f16 bits, rounding to nearest even (as F16C and ggml do).
+#[inline]
+pub fn to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// IEEE f16 bits → f32.
+#[inline]
+pub fn from_f16(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// `x` rounded to the nearest f16 value.
+#[inline]
+pub fn round_f16(x: f32) -> f32 {
+    from_f16(to_f16(x))
+}
+
+/// Dot product of f32 values with f16 values, accumulated in f32.
+#[inline]
+pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if f16c_available() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+        return unsafe { f16c::dot(a, b) };
+    }
+    a.iter().zip(b).map(|(x, &y)| x * from_f16(y)).sum()
+}
+
+/// `acc += w * v` for f16 values `v`.
+#[inline]
+pub fn axpy_f16(acc: &mut [f32], w: f32, v: &[u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if f16c_available() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+        return unsafe { f16c::axpy(acc, w, v) };
+    }
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a += w * from_f16(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn f16c_available() -> bool {
+    use std::sync::OnceLock;
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot(a: &[f32], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n bounds both loads.
+            let x = _mm256_loadu_ps(a.as_ptr().add(i));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            acc = _mm256_fmadd_ps(x, y, acc);
+            i += 8;
+        }
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let lo = _mm256_castps256_ps128(acc);
+        let s = _mm_add_ps(hi, lo);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        let mut sum = _mm_cvtss_f32(s);
+        while i < n {
+            sum += a[i] * super::from_f16(b[i]);
+            i += 1;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy(acc: &mut [f32], w: f32, v: &[u16]) {
+        let n = acc.len().min(v.len());
+        let wv = _mm256_set1_ps(w);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n bounds the loads and the store.
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+            let p = acc.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(wv, y, _mm256_loadu_ps(p)));
+            i += 8;
+        }
+        while i < n {
+            acc[i] += w * super::from_f16(v[i]);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod f16_tests {
+    use super::*;
+
+    #[test]
+    fn f16_dot_and_axpy_match_the_scalar_definition() {
+        let a: Vec<f32> = (0..45).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<u16> = (0..45)
+            .map(|i| to_f16((i as f32 * 0.11).cos() * 3.0))
+            .collect();
+        let expected: f32 = a.iter().zip(&b).map(|(x, &y)| x * from_f16(y)).sum();
+        assert!((dot_f16(&a, &b) - expected).abs() < 1e-4);
+        let mut acc = a.clone();
+        axpy_f16(&mut acc, 0.5, &b);
+        for i in 0..45 {
+            assert!((acc[i] - (a[i] + 0.5 * from_f16(b[i]))).abs() < 1e-6);
+        }
+        assert_eq!(round_f16(1.0 + 1.0 / 4096.0), 1.0, "ties round to even");
+    }
+}
