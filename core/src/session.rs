@@ -178,6 +178,19 @@ impl<'e> Session<'e> {
         Ok(())
     }
 
+    /// Runs `tokens` from an empty cache (like the prompt phase of
+    /// [`Session::generate`]) and returns the next-token logits after the last.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.check_context(tokens.len(), 0)?;
+        self.reset();
+        self.ensure_room(tokens.len())?;
+        self.feed(tokens)?;
+        Ok(&self.logits[..self.engine.model().config().vocab_size])
+    }
+
     /// Feeds `tokens` after the cached ones; returns the logits after the last.
     fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         let model = self.engine.model();

@@ -76,8 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for _ in 0..reps {
         let mut s = engine.session();
         let t = Instant::now();
-        s.logits_all(&prompt[..args.prompt_tokens.max(1)])
-            .map(|_| ())?;
+        s.prefill(&prompt[..args.prompt_tokens.max(1)])?;
         pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let mut s = engine.session();
