@@ -156,3 +156,39 @@ fn pull_fetches_verifies_and_places_the_file() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn chat_answers_two_turns_from_stdin_and_quits_on_an_empty_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeloop"))
+        .args(["chat", "--offline", "-n", "16"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France? Answer in one word.\nAnd of Italy?\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("Paris"), "{s}");
+    assert!(
+        s.trim_end()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+            >= 2,
+        "two replies: {s}"
+    );
+    assert_eq!(
+        text(&out.stderr).matches("> ").count(),
+        3,
+        "three prompts shown"
+    );
+}
