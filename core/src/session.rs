@@ -143,6 +143,8 @@ pub struct Session<'e> {
     logits: Vec<f32>,
     /// Tokens whose keys and values are in the cache.
     tokens: Vec<u32>,
+    batch: Vec<BatchToken>,
+    rows: Vec<usize>,
 }
 
 impl<'e> Session<'e> {
@@ -153,6 +155,8 @@ impl<'e> Session<'e> {
             scratch: ForwardScratch::default(),
             logits: Vec::new(),
             tokens: Vec::new(),
+            batch: Vec::new(),
+            rows: Vec::new(),
         }
     }
 
@@ -193,29 +197,40 @@ impl<'e> Session<'e> {
 
     /// Feeds `tokens` after the cached ones; returns the logits after the last.
     fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        let model = self.engine.model();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let start = self.tokens.len();
-            let batch: Vec<BatchToken> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, &token)| BatchToken {
-                    token,
-                    pos: start + i,
-                    seq: 0,
-                })
-                .collect();
-            model.forward(
-                self.engine.pool(),
-                &batch,
-                std::slice::from_mut(&mut self.cache),
-                &[batch.len() - 1],
-                &mut self.logits,
-                &mut self.scratch,
-            )?;
-            self.tokens.extend_from_slice(chunk);
+            self.run_chunk(chunk, false)?;
         }
         Ok(&self.logits)
+    }
+
+    /// One forward pass of `chunk` after the cached tokens; logits for its
+    /// last token, or for all of them. Reuses the batch buffers, so decoding
+    /// one token at a time allocates nothing.
+    fn run_chunk(&mut self, chunk: &[u32], all_logits: bool) -> Result<()> {
+        let start = self.tokens.len();
+        self.batch.clear();
+        self.batch
+            .extend(chunk.iter().enumerate().map(|(i, &token)| BatchToken {
+                token,
+                pos: start + i,
+                seq: 0,
+            }));
+        self.rows.clear();
+        if all_logits {
+            self.rows.extend(0..chunk.len());
+        } else {
+            self.rows.push(chunk.len() - 1);
+        }
+        self.engine.model().forward(
+            self.engine.pool(),
+            &self.batch,
+            std::slice::from_mut(&mut self.cache),
+            &self.rows,
+            &mut self.logits,
+            &mut self.scratch,
+        )?;
+        self.tokens.extend_from_slice(chunk);
+        Ok(())
     }
 
     /// Next-token logits at every position of `tokens`, computed from an
@@ -227,31 +242,11 @@ impl<'e> Session<'e> {
         self.check_context(tokens.len(), 0)?;
         self.reset();
         self.ensure_room(tokens.len())?;
-        let model = self.engine.model();
-        let vocab = model.config().vocab_size;
+        let vocab = self.engine.model().config().vocab_size;
         let mut all = Vec::with_capacity(tokens.len() * vocab);
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let start = self.tokens.len();
-            let batch: Vec<BatchToken> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, &token)| BatchToken {
-                    token,
-                    pos: start + i,
-                    seq: 0,
-                })
-                .collect();
-            let rows: Vec<usize> = (0..batch.len()).collect();
-            model.forward(
-                self.engine.pool(),
-                &batch,
-                std::slice::from_mut(&mut self.cache),
-                &rows,
-                &mut self.logits,
-                &mut self.scratch,
-            )?;
-            all.extend_from_slice(&self.logits[..rows.len() * vocab]);
-            self.tokens.extend_from_slice(chunk);
+            self.run_chunk(chunk, true)?;
+            all.extend_from_slice(&self.logits[..chunk.len() * vocab]);
         }
         Ok(all)
     }
