@@ -272,18 +272,48 @@ impl<'e> Session<'e> {
         options: &GenerateOptions,
         on_event: &mut dyn FnMut(StreamEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Generation> {
+        let mut all = self.generate_parallel(prompt, 1, options, &mut |_, ev| on_event(ev))?;
+        Ok(all.pop().expect("one sequence"))
+    }
+
+    /// Generates `n` continuations of one prompt together: the prompt is
+    /// computed once, each sequence starts from a copy of its keys and
+    /// values, and every step runs all unfinished sequences in one forward
+    /// pass (the weights are read once per step for all of them). Sequence
+    /// `i` samples with seed `options.sampler.seed + i`. `on_event` gets the
+    /// sequence index; `ControlFlow::Break` stops that sequence only.
+    /// Memory for all `n` caches is checked against the budget first.
+    pub fn generate_parallel(
+        &mut self,
+        prompt: &[u32],
+        n: usize,
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(usize, StreamEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Vec<Generation>> {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
         if options.max_tokens == 0 {
             return Err(Error::ZeroMaxTokens);
         }
+        if n == 0 || n > MAX_PARALLEL {
+            return Err(Error::Invalid(format!(
+                "number of parallel sequences {n} is out of range (1 to {MAX_PARALLEL})"
+            )));
+        }
         self.check_context(prompt.len(), options.max_tokens)?;
-        let mut sampler = Sampler::new(options.sampler.clone())?;
+        options.sampler.validate()?;
         if let Some(s) = options.stop_strings.iter().find(|s| s.is_empty()) {
             return Err(Error::Invalid(format!("stop string {s:?} is empty")));
         }
-        self.ensure_room(prompt.len() + options.max_tokens)?;
+        let positions = prompt.len() + options.max_tokens;
+        if n == 1 {
+            self.ensure_room(positions)?;
+        } else {
+            // The session keeps the prompt; each sequence gets its own cache.
+            self.engine.check_memory(prompt.len() + n * positions)?;
+            self.cache.reserve(prompt.len());
+        }
 
         // Reuse the cached prefix; at least one prompt token is recomputed
         // so that its logits are available.
@@ -296,79 +326,189 @@ impl<'e> Session<'e> {
         let keep = common.min(prompt.len() - 1);
         self.cache.truncate(keep);
         self.tokens.truncate(keep);
-
-        let mut timings = Timings {
-            prompt_tokens: prompt.len(),
-            cached_tokens: keep,
-            ..Default::default()
-        };
         let t0 = Instant::now();
         self.feed(&prompt[keep..])?;
-        timings.prefill_secs = t0.elapsed().as_secs_f64();
+        let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
+        let model = self.engine.model();
+        let vocab = model.config().vocab_size;
         let tokenizer = self.engine.tokenizer();
         let stop_ids = if options.ignore_eos {
             Vec::new()
         } else {
             tokenizer.stop_ids()
         };
-        let mut stream = TokenStream::new(tokenizer, true);
-        let mut stops = StopStrings::new(&options.stop_strings);
-        let mut choices = Vec::new();
-        let vocab = self.engine.model().config().vocab_size;
-        let mut history: Vec<u32> = prompt.to_vec();
-        let finish = loop {
-            if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                break FinishReason::Cancelled;
-            }
-            let choice = sampler.sample(&self.logits[..vocab], &history);
-            if stop_ids.contains(&choice.token) {
-                break FinishReason::Stop;
-            }
-            history.push(choice.token);
-            let delta = stream.push(choice.token)?;
-            let (emit, hit) = stops.push(&delta);
-            choices.push(choice);
-            let event = StreamEvent {
-                token: choices.last().expect("just pushed"),
-                text: &emit,
-            };
-            let flow = on_event(event);
-            if hit {
-                break FinishReason::StopString;
-            }
-            if flow.is_break() {
-                break FinishReason::Cancelled;
-            }
-            if choices.len() == options.max_tokens {
-                break FinishReason::Length;
-            }
-            let last = choices.last().expect("just pushed").token;
-            self.feed(&[last])?;
+        let mut caches = if n == 1 {
+            vec![std::mem::replace(&mut self.cache, model.new_cache(0))]
+        } else {
+            (0..n)
+                .map(|_| {
+                    let mut c = model.new_cache(positions);
+                    c.copy_prefix_from(&self.cache, prompt.len());
+                    c
+                })
+                .collect()
         };
-        if finish != FinishReason::StopString {
-            let tail = stream.finish();
-            let (emit, _) = stops.push(&tail);
-            let rest = stops.flush();
-            let text = format!("{emit}{rest}");
-            if !text.is_empty() {
-                if let Some(last) = choices.last() {
-                    let _ = on_event(StreamEvent {
-                        token: last,
-                        text: &text,
-                    });
+        let mut seqs = (0..n)
+            .map(|i| {
+                let sampler = Sampler::new(SamplerConfig {
+                    seed: options.sampler.seed.wrapping_add(i as u64),
+                    ..options.sampler.clone()
+                })?;
+                Ok(SeqState {
+                    sampler,
+                    stream: TokenStream::new(tokenizer, true),
+                    stops: StopStrings::new(&options.stop_strings),
+                    history: prompt.to_vec(),
+                    choices: Vec::new(),
+                    finish: None,
+                    decode_secs: 0.0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // All sequences start from the prompt's logits.
+        let first = self.logits[..vocab].to_vec();
+        let mut rows: Vec<usize> = (0..n).collect();
+        let mut step = 0;
+        loop {
+            let cancelled = options.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            for (r, &i) in rows.iter().enumerate() {
+                let seq = &mut seqs[i];
+                if cancelled {
+                    seq.finish = Some(FinishReason::Cancelled);
+                } else {
+                    let logits = if step == 0 {
+                        &first[..]
+                    } else {
+                        &self.logits[r * vocab..(r + 1) * vocab]
+                    };
+                    seq.step(logits, &stop_ids, options.max_tokens, &mut |ev| {
+                        on_event(i, ev)
+                    })?;
+                }
+                if seq.finish.is_some() {
+                    seq.decode_secs = t1.elapsed().as_secs_f64();
                 }
             }
+            rows.retain(|&i| seqs[i].finish.is_none());
+            if rows.is_empty() {
+                break;
+            }
+            self.batch.clear();
+            self.batch.extend(rows.iter().map(|&i| {
+                let s = &seqs[i];
+                BatchToken {
+                    token: s
+                        .choices
+                        .last()
+                        .expect("a running sequence has sampled")
+                        .token,
+                    pos: s.history.len() - 1,
+                    seq: i,
+                }
+            }));
+            self.rows.clear();
+            self.rows.extend(0..rows.len());
+            model.forward(
+                self.engine.pool(),
+                &self.batch,
+                &mut caches,
+                &self.rows,
+                &mut self.logits,
+                &mut self.scratch,
+            )?;
+            step += 1;
         }
-        timings.generated_tokens = choices.len();
-        timings.decode_secs = t1.elapsed().as_secs_f64();
-        Ok(Generation {
-            text: stops.into_text(),
-            tokens: choices,
-            finish_reason: finish,
-            timings,
-        })
+
+        if n == 1 {
+            // Keep the conversation's cache for the next prompt.
+            self.cache = caches.pop().expect("one cache");
+            let fed = self.cache.len();
+            self.tokens = seqs[0].history[..fed].to_vec();
+        }
+        let mut out = Vec::with_capacity(n);
+        for (i, mut seq) in seqs.into_iter().enumerate() {
+            let finish = seq.finish.expect("every sequence finished");
+            if finish != FinishReason::StopString {
+                let tail = seq.stream.finish();
+                let (emit, _) = seq.stops.push(&tail);
+                let text = format!("{emit}{}", seq.stops.flush());
+                if let (false, Some(last)) = (text.is_empty(), seq.choices.last()) {
+                    let _ = on_event(
+                        i,
+                        StreamEvent {
+                            token: last,
+                            text: &text,
+                        },
+                    );
+                }
+            }
+            out.push(Generation {
+                text: seq.stops.into_text(),
+                timings: Timings {
+                    prompt_tokens: prompt.len(),
+                    cached_tokens: keep,
+                    prefill_secs,
+                    generated_tokens: seq.choices.len(),
+                    decode_secs: seq.decode_secs,
+                },
+                tokens: seq.choices,
+                finish_reason: finish,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Most sequences generated together.
+pub const MAX_PARALLEL: usize = 256;
+
+/// One sequence's progress during generation.
+struct SeqState<'a> {
+    sampler: Sampler,
+    stream: TokenStream,
+    stops: StopStrings<'a>,
+    /// Prompt and generated tokens (for the repetition penalty and positions).
+    history: Vec<u32>,
+    choices: Vec<TokenChoice>,
+    finish: Option<FinishReason>,
+    decode_secs: f64,
+}
+
+impl SeqState<'_> {
+    /// Samples the next token from `logits`, streams its text and decides
+    /// whether the sequence is finished.
+    fn step(
+        &mut self,
+        logits: &[f32],
+        stop_ids: &[u32],
+        max_tokens: usize,
+        on_event: &mut dyn FnMut(StreamEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let choice = self.sampler.sample(logits, &self.history);
+        if stop_ids.contains(&choice.token) {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(());
+        }
+        self.history.push(choice.token);
+        let delta = self.stream.push(choice.token)?;
+        let (emit, hit) = self.stops.push(&delta);
+        self.choices.push(choice);
+        let flow = on_event(StreamEvent {
+            token: self.choices.last().expect("just pushed"),
+            text: &emit,
+        });
+        self.finish = if hit {
+            Some(FinishReason::StopString)
+        } else if flow.is_break() {
+            Some(FinishReason::Cancelled)
+        } else if self.choices.len() == max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        Ok(())
     }
 }
 

@@ -91,7 +91,9 @@ pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
     }
 }
 
-/// Tiles a 32-value format over rows × columns.
+/// Tiles a 32-value format over rows × columns. Every column goes through
+/// the same instruction sequence whatever the tile width, so a sequence
+/// decoded in a batch gets bit for bit the logits it gets alone.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `base` holds `rows.end` rows of `rb` bytes of
@@ -110,16 +112,6 @@ unsafe fn run32<const K: u8, A: Act32, F: FnMut(usize, usize, f32)>(
 ) {
     let nb = cols / 32;
     assert!(a.len() >= n * nb && sums.len() >= n * nb);
-    if n == 1 {
-        // Matrix-vector: one row at a time streams the weights best.
-        let (ap, sp) = (a.as_ptr(), sums.as_ptr());
-        for r in rows {
-            // SAFETY: row r is in bounds (asserted by the caller) and the
-            // column holds nb blocks (asserted above).
-            out(r, 0, unsafe { row32::<K, A>(base.add(r * rb), ap, sp, nb) });
-        }
-        return;
-    }
     for_each_tile(
         rows,
         n,
@@ -356,68 +348,6 @@ unsafe fn unpack32<const K: u8>(p: *const u8) -> (__m256i, f32, f32) {
         }
         _ => (_mm256_loadu_si256(p.add(2).cast()), f16_at(p), 0.0),
     }
-}
-
-/// One row of a 32-value format against one column (the matrix-vector
-/// case): four blocks per iteration into independent accumulators, so the
-/// loop is limited by memory, not by the latency of one FMA chain.
-///
-/// # Safety
-/// AVX2/FMA/F16C available; `w` holds `nb` blocks of format `K`; `a` and
-/// `sums` hold `nb` blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row32<const K: u8, A: Act32>(
-    w: *const u8,
-    a: *const A,
-    sums: *const f32,
-    nb: usize,
-) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_off = _mm256_setzero_ps();
-    let mut offs = [0.0f32; 8];
-    let mut b = 0;
-    // Groups of eight blocks: four accumulators, and the eight offsets
-    // applied with one FMA.
-    while b + 8 <= nb {
-        for k in 0..8 {
-            let (dot, d, off) = block_dot32::<K, A>(w.add((b + k) * bytes32(K)), &*a.add(b + k));
-            offs[k] = off;
-            acc[k % 4] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d), acc[k % 4]);
-        }
-        if K != K_Q8_0 {
-            let o = _mm256_loadu_ps(offs.as_ptr());
-            acc_off = _mm256_fmadd_ps(o, _mm256_loadu_ps(sums.add(b)), acc_off);
-        }
-        b += 8;
-    }
-    let mut tail = 0.0f32;
-    while b < nb {
-        let (dot, d, off) = block_dot32::<K, A>(w.add(b * bytes32(K)), &*a.add(b));
-        acc[0] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d), acc[0]);
-        tail += off * *sums.add(b);
-        b += 1;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    hsum(_mm256_add_ps(sum, acc_off)) + tail
-}
-
-/// One weight block at `p` against activation block `y`: the eight partial
-/// integer sums as floats, the product of the scales and the block's offset
-/// coefficient.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_dot32<const K: u8, A: Act32>(p: *const u8, y: &A) -> (__m256, f32, f32) {
-    let (q, d, off) = unpack32::<K>(p);
-    let mut qy = _mm256_loadu_si256(y.qs().as_ptr().cast());
-    let x = if K == K_Q8_0 {
-        qy = _mm256_sign_epi8(qy, q);
-        _mm256_sign_epi8(q, q)
-    } else {
-        q
-    };
-    let p16 = _mm256_maddubs_epi16(x, qy);
-    let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-    (dot, d * y.d(), off)
 }
 
 /// Blocks per pass of [`tile32`]: the offsets of a pass are kept on the
