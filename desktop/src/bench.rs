@@ -24,9 +24,23 @@ pub struct BenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, short = 'r', default_value_t = 3)]
     repetitions: usize,
+    /// Also measure aggregate decode speed of N sequences sharing the
+    /// prompt, for each N in this comma-separated list (like
+    /// `llama-batched-bench -pps -npl 1,4,8,16`).
+    #[arg(long, value_delimiter = ',')]
+    parallel: Vec<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Serialize)]
+struct ParallelReport {
+    sequences: usize,
+    /// Generated tokens of all sequences per second of decoding.
+    decode_tok_s: f64,
+    /// Peak resident memory after this run, MB.
+    peak_rss_mb: f64,
 }
 
 #[derive(Serialize)]
@@ -41,6 +55,7 @@ struct Report {
     decode_tok_s: f64,
     weights_mb_per_token: f64,
     peak_rss_mb: f64,
+    parallel: Vec<ParallelReport>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,6 +106,33 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })?;
         tg.push(g.timings.decode_tokens_per_sec());
     }
+    let mut parallel = Vec::new();
+    for &n in &args.parallel {
+        let opts = GenerateOptions {
+            max_tokens: args.gen_tokens,
+            sampler: SamplerConfig::default(),
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let mut runs = Vec::new();
+        for _ in 0..reps {
+            let mut s = engine.session();
+            let out = s.generate_parallel(&prompt, n, &opts, &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })?;
+            let tokens: usize = out.iter().map(|g| g.tokens.len()).sum();
+            let secs = out
+                .iter()
+                .map(|g| g.timings.decode_secs)
+                .fold(0.0, f64::max);
+            runs.push(tokens as f64 / secs.max(1e-9));
+        }
+        parallel.push(ParallelReport {
+            sequences: n,
+            decode_tok_s: median(runs),
+            peak_rss_mb: peak_rss_mb(),
+        });
+    }
     let c = engine.model().config();
     let report = Report {
         model: engine
@@ -109,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         decode_tok_s: median(tg),
         weights_mb_per_token: engine.model().weights().bytes_per_token() as f64 / 1e6,
         peak_rss_mb: peak_rss_mb(),
+        parallel,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -128,6 +171,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         println!("weights/token {:.1} MB", report.weights_mb_per_token);
         println!("peak RSS      {:.1} MB", report.peak_rss_mb);
+        for p in &report.parallel {
+            println!(
+                "parallel N={:<3} {:.1} tok/s aggregate decode (pp{} shared, tg{} each), peak RSS {:.1} MB",
+                p.sequences, p.decode_tok_s, report.prompt_tokens, report.gen_tokens, p.peak_rss_mb
+            );
+        }
     }
     Ok(())
 }

@@ -4,7 +4,10 @@
 #
 #   bash tests/bench/vs_llamacpp.sh [MODEL_NAME ...]   (default: both real models)
 #
-# Environment: THREADS (default 2), PP (256), TG (128), REPS (3),
+# Then N sequences decoded together from a shared 128-token prompt (128
+# tokens each), against llama-batched-bench -pps, for N in NPL.
+#
+# Environment: THREADS (default 2), PP (256), TG (128), REPS (3), NPL (1,4,8,16),
 # EDGELOOP_REF_DIR (where tests/reference/build_llamacpp.sh builds llama.cpp).
 # This prints figures; it asserts nothing (shared machines are noisy).
 set -euo pipefail
@@ -14,13 +17,16 @@ THREADS="${THREADS:-2}"
 PP="${PP:-256}"
 TG="${TG:-128}"
 REPS="${REPS:-3}"
+NPL="${NPL:-1,4,8,16}"
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(smollm2-135m-instruct gemma3-270m)
 
 cargo build --release --locked -p edgeloop-desktop >&2
 EDGELOOP=./target/release/edgeloop
-LLAMA_BENCH=$(bash tests/reference/build_llamacpp.sh 2>/dev/null | sed -n 's/^llama-bench=//p')
-[ -x "$LLAMA_BENCH" ] || { echo "llama-bench was not built" >&2; exit 1; }
+TOOLS=$(bash tests/reference/build_llamacpp.sh 2>/dev/null)
+LLAMA_BENCH=$(sed -n 's/^llama-bench=//p' <<<"$TOOLS")
+LLAMA_BATCHED=$(sed -n 's/^llama-batched-bench=//p' <<<"$TOOLS")
+[ -x "$LLAMA_BENCH" ] && [ -x "$LLAMA_BATCHED" ] || { echo "llama.cpp's benchmarks were not built" >&2; exit 1; }
 
 printf '%-24s %-6s %12s %12s %8s\n' model test edgeloop llama.cpp ratio
 for name in "${MODELS[@]}"; do
@@ -38,5 +44,15 @@ for r in theirs:
 for key, n, mine in (("pp", pp, ours["prefill_tok_s"]), ("tg", tg, ours["decode_tok_s"])):
     print(f"{name:<24} {key}{n:<4} {mine:12.1f} {ref[key]:12.1f} {mine / ref[key]:8.2f}")
 print(f"{name:<24} load   {ours['load_ms']:9.1f} ms   peak RSS {ours['peak_rss_mb']:.0f} MB   weights/token {ours['weights_mb_per_token']:.1f} MB")
+PY
+  ours=$("$EDGELOOP" bench --model "$path" --offline --threads "$THREADS" -p 128 -n 128 -r 1 --parallel "$NPL" --json)
+  theirs=$("$LLAMA_BATCHED" -m "$path" -t "$THREADS" -c 4096 -npp 128 -ntg 128 -npl "$NPL" -pps --output-format jsonl 2>/dev/null)
+  python3 - "$name" "$ours" "$theirs" <<'PY'
+import json, sys
+name, ours = sys.argv[1], json.loads(sys.argv[2])
+ref = {r["pl"]: r["speed_tg"] for r in map(json.loads, filter(None, sys.argv[3].splitlines()))}
+for p in ours["parallel"]:
+    n, mine = p["sequences"], p["decode_tok_s"]
+    print(f"{name:<24} N={n:<4} {mine:12.1f} {ref[n]:12.1f} {mine / ref[n]:8.2f}   (aggregate decode, shared pp128, tg128 each)")
 PY
 done
