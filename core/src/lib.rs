@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+pub mod scaling;
 pub mod session;
 pub mod tokenizer;
 

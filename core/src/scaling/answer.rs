@@ -18,7 +18,16 @@
 //!    line.
 //!
 //! Reasoning inside `<think>...</think>` is ignored; an unclosed `<think>`
-//! means the model has not answered yet.
+//! means the model has not answered yet, and a `</think>` without an opening
+//! tag (templates that open it in the prompt) ends the reasoning. Only the
+//! last 16 KiB of what remains are read: final answers come last.
+//!
+//! Inside a box or after a marker, a number is the one after the last "="
+//! ("x = 5"), else the first ("12 apples, 3 per box"); an aside in
+//! parentheses after a number is skipped. A box that holds no plain number
+//! (`2\sqrt{3}`, `\pi`, `10^3`) is an abstention, not a guess from the
+//! reasoning. In free text, digits win over number words ("one" is also a
+//! pronoun), and exponents ("cm^2") are no numbers.
 //!
 //! Canonical numbers are plain decimal strings: no sign for zero or positive
 //! numbers, no leading zeros, no trailing fractional zeros, no separators
@@ -84,22 +93,23 @@ impl FromStr for AnswerKind {
 /// where the answer is looked for.
 pub fn extract(text: &str, kind: AnswerKind) -> Option<String> {
     let body = strip_think(text)?;
+    let body = tail(&body, TAIL_BYTES);
     // A boxed answer is the model's explicit final answer: when it is no
     // answer of the kind (say `\boxed{2\sqrt{3}}` for a number), guessing
     // from the reasoning instead would only add noise to the vote.
-    if let Some(content) = last_boxed(&body) {
+    if let Some(content) = last_boxed(body) {
         return normalize_content(content, kind);
     }
     // Markers also occur in passing ("the answer is not obvious"), so a
     // marker that yields nothing gives way to an earlier one.
-    for candidate in marker_candidates(&body).into_iter().rev() {
+    for candidate in marker_candidates(body).into_iter().rev() {
         if let Some(answer) = normalize_content(candidate, kind) {
             return Some(answer);
         }
     }
     match kind {
-        AnswerKind::Number => last_number(&clean_latex(&body)),
-        AnswerKind::Choice => find_choices(&clean_latex(&body))
+        AnswerKind::Number => last_number(&clean_latex(body)),
+        AnswerKind::Choice => find_choices(&clean_latex(body))
             .last()
             .map(|&(_, letter)| letter.to_string()),
         AnswerKind::Text => body
@@ -129,6 +139,35 @@ fn normalize_content(s: &str, kind: AnswerKind) -> Option<String> {
 
 // ---------------------------------------------------------------------------
 // Where the answer is
+
+/// How much of the end of an output [`extract`] reads. Final answers come
+/// last; the bound keeps the work on degenerate outputs (repetition loops,
+/// thousands of unbalanced braces) small, as a few steps are quadratic in
+/// the worst case.
+const TAIL_BYTES: usize = 16 * 1024;
+
+/// How deep [`clean_latex`] goes into nested groups.
+const MAX_LATEX_DEPTH: usize = 16;
+
+/// The last `max` bytes of `s` at most, starting at a line when one starts
+/// within the last quarter of the cut, else at a character.
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    let search_end = (start + max / 4).min(s.len());
+    match s.as_bytes()[start..search_end]
+        .iter()
+        .position(|&b| b == b'\n')
+    {
+        Some(nl) => &s[start + nl + 1..],
+        None => &s[start..],
+    }
+}
 
 /// Removes `<think>...</think>` blocks; `None` when one is left open.
 fn strip_think(text: &str) -> Option<String> {
@@ -212,12 +251,13 @@ fn braced(s: &str) -> Option<(&str, &str)> {
 }
 
 /// The text after each answer marker, in order of occurrence: the rest of
-/// the marker's line, or the next line with something in it when the
-/// marker ends its line ("**Final answer:**\n42").
+/// the marker's line (up to another marker), or the next line with something
+/// in it when the marker ends its line ("**Final answer:**\n42").
 fn marker_candidates(body: &str) -> Vec<&str> {
     let lower = body.to_ascii_lowercase();
     let b = lower.as_bytes();
-    let mut out = Vec::new();
+    // (where a marker starts, where the text after it starts)
+    let mut markers = Vec::new();
     let mut from = 0;
     while let Some(i) = lower[from..].find("answer") {
         let start = from + i;
@@ -230,19 +270,29 @@ fn marker_candidates(body: &str) -> Vec<&str> {
         let mut j = skip(b, from, |c| matches!(c, b'*' | b'_' | b' ' | b'\t'));
         if matches!(b.get(j), Some(b':' | b'=')) {
             j += 1;
-        } else if lower[j..].starts_with("is") && !b.get(j + 2).is_some_and(u8::is_ascii_alphanumeric)
+        } else if lower[j..].starts_with("is")
+            && !b.get(j + 2).is_some_and(u8::is_ascii_alphanumeric)
         {
             j += 2;
         } else {
             continue;
         }
-        j = skip(b, j, |c| matches!(c, b'*' | b'_' | b' ' | b'\t' | b':'));
-        // Only ASCII bytes were skipped, so `j` is a character boundary.
-        let line_end = body[j..].find('\n').map_or(body.len(), |e| j + e);
+        // Only ASCII bytes are skipped, so `j` is a character boundary.
+        markers.push((
+            start,
+            skip(b, j, |c| matches!(c, b'*' | b'_' | b' ' | b'\t' | b':')),
+        ));
+    }
+    let mut out = Vec::with_capacity(markers.len());
+    for (k, &(_, j)) in markers.iter().enumerate() {
+        // A candidate ends at its line's end or at the next marker, which
+        // also keeps the work linear on one long line of markers.
+        let stop = markers.get(k + 1).map_or(body.len(), |&(next, _)| next);
+        let line_end = body[j..stop].find('\n').map_or(stop, |e| j + e);
         let rest = body[j..line_end].trim();
         if rest.chars().any(char::is_alphanumeric) {
             out.push(rest);
-        } else if let Some(next) = body[line_end..]
+        } else if let Some(next) = body[line_end..stop]
             .lines()
             .find(|line| line.chars().any(char::is_alphanumeric))
         {
@@ -268,6 +318,16 @@ fn skip(b: &[u8], mut i: usize, pred: impl Fn(u8) -> bool) -> usize {
 /// removed, `1{,}234` → `1,234`. Other commands (`\sqrt`, `\pi`, ...) are
 /// kept, backslash included, so a number check can see them.
 fn clean_latex(s: &str) -> String {
+    clean_latex_nested(s, 0)
+}
+
+/// [`clean_latex`] inside `depth` groups.
+fn clean_latex_nested(s: &str, depth: usize) -> String {
+    // Degenerate outputs can nest braces thousands deep: past any real
+    // formula, leave the text as it is rather than overflow the stack.
+    if depth > MAX_LATEX_DEPTH {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find(['\\', '{', '}', '^', '~', '°', '$']) {
@@ -280,7 +340,7 @@ fn clean_latex(s: &str) -> String {
                     out.push(',');
                     rest = r;
                 } else if let Some((inner, r)) = braced(rest) {
-                    out.push_str(&clean_latex(inner));
+                    out.push_str(&clean_latex_nested(inner, depth + 1));
                     rest = r;
                 } else {
                     rest = &rest[1..];
@@ -303,7 +363,7 @@ fn clean_latex(s: &str) -> String {
                     }
                 }
             }
-            '\\' => rest = latex_command(&rest[1..], &mut out),
+            '\\' => rest = latex_command(&rest[1..], &mut out, depth),
             // '}', '$' and '°'
             _ => rest = &rest[c.len_utf8()..],
         }
@@ -314,7 +374,7 @@ fn clean_latex(s: &str) -> String {
 
 /// Handles one command (`s` starts after its backslash), writing its plain
 /// form to `out`; returns the text after the command and its arguments.
-fn latex_command<'a>(s: &'a str, out: &mut String) -> &'a str {
+fn latex_command<'a>(s: &'a str, out: &mut String, depth: usize) -> &'a str {
     let letters = s.bytes().take_while(u8::is_ascii_alphabetic).count();
     let (name, after) = match (letters, s.chars().next()) {
         (0, None) => return s,
@@ -336,19 +396,24 @@ fn latex_command<'a>(s: &'a str, out: &mut String) -> &'a str {
             out.push('≈');
             after
         }
-        "text" | "textbf" | "textit" | "textrm" | "texttt" | "textnormal" | "mathrm"
-        | "mathbf" | "mathit" | "mathtt" | "mbox" | "emph" | "operatorname" | "boxed"
-        | "fbox" => match braced(after.trim_start()) {
-            Some((inner, r)) => {
-                out.push_str(&clean_latex(inner));
-                r
+        "text" | "textbf" | "textit" | "textrm" | "texttt" | "textnormal" | "mathrm" | "mathbf"
+        | "mathit" | "mathtt" | "mbox" | "emph" | "operatorname" | "boxed" | "fbox" => {
+            match braced(after.trim_start()) {
+                Some((inner, r)) => {
+                    out.push_str(&clean_latex_nested(inner, depth + 1));
+                    r
+                }
+                None => after,
             }
-            None => after,
-        },
+        }
         "frac" | "dfrac" | "tfrac" | "cfrac" => {
             if let Some((num, den, r)) = two_args(after) {
-                let num: String = clean_latex(num).split_whitespace().collect();
-                let den: String = clean_latex(den).split_whitespace().collect();
+                let num: String = clean_latex_nested(num, depth + 1)
+                    .split_whitespace()
+                    .collect();
+                let den: String = clean_latex_nested(den, depth + 1)
+                    .split_whitespace()
+                    .collect();
                 if is_integer(&num) && is_integer(&den) {
                     // "2\frac{1}{2}" must not read as 21/2.
                     if out.ends_with(|c: char| c.is_ascii_digit()) {
@@ -410,8 +475,12 @@ fn normalize_number(s: &str) -> Option<String> {
     if let Some((e, c)) = seg.char_indices().rfind(|&(_, c)| c == '=' || c == '≈') {
         seg = &seg[e + c.len_utf8()..];
     }
-    // What is left must be a plain number, not `2\sqrt{3}`, `\pi` or `10^3`.
-    if seg.contains(['\\', '^']) {
+    // What is left must be a plain number, not `2\sqrt{3}`, `\pi` or `10^3`;
+    // a power of a unit ("12 cm^2") is fine.
+    let cs: Vec<char> = seg.chars().collect();
+    let power_of_number = (1..cs.len())
+        .any(|i| cs[i] == '^' && (cs[i - 1].is_ascii_digit() || matches!(cs[i - 1], ')' | '.')));
+    if seg.contains('\\') || power_of_number {
         return None;
     }
     scan_numbers(seg).into_iter().next().map(|n| n.value)
@@ -443,6 +512,23 @@ fn scan_numbers(s: &str) -> Vec<FoundNumber> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < cs.len() {
+        // An exponent ("cm^2", "10^{3}") is no number of its own.
+        if cs[i] == '^' {
+            i += 1;
+            if cs.get(i) == Some(&'{') {
+                while i < cs.len() && cs[i] != '}' {
+                    i += 1;
+                }
+            } else {
+                if matches!(cs.get(i), Some('-' | '+' | '−')) {
+                    i += 1;
+                }
+                while i < cs.len() && cs[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+            }
+            continue;
+        }
         if cs[i].is_ascii_alphabetic() {
             match word_number(&cs, i) {
                 Some((end, value)) => {
@@ -504,7 +590,8 @@ fn digit_number(cs: &[char], i: usize) -> Option<(usize, Option<String>)> {
     let mut int = String::new();
     j = digits_at(cs, j, &mut int);
     // ".5" is a number, but not the ".3" of "1.2.3".
-    let bare_fraction = cs.get(j) == Some(&'.') && is_digit_at(cs, j + 1) && !(i > 0 && cs[i - 1].is_ascii_digit());
+    let bare_fraction =
+        cs.get(j) == Some(&'.') && is_digit_at(cs, j + 1) && !(i > 0 && cs[i - 1].is_ascii_digit());
     if int.is_empty() && !bare_fraction {
         return None;
     }
@@ -829,7 +916,7 @@ fn normalize_choice(s: &str) -> Option<String> {
 
 /// Standalone option letters in free text, with their byte positions, in
 /// order: "(B)", "[b]", "B)", "**B**", "option B", "choice B", "answer is B",
-/// "answer: B", and a line that is only a letter.
+/// "answer: B", "is B." (ending a clause), and a line that is only a letter.
 fn find_choices(s: &str) -> Vec<(usize, char)> {
     let cs: Vec<(usize, char)> = s.char_indices().collect();
     let at = |i: usize| cs.get(i).map(|&(_, c)| c);
@@ -855,7 +942,7 @@ fn find_choices(s: &str) -> Vec<(usize, char)> {
     }
     let lower = s.to_ascii_lowercase();
     let b = lower.as_bytes();
-    for keyword in ["option", "choice", "answer"] {
+    for keyword in ["option", "choice", "answer", "is"] {
         let mut from = 0;
         while let Some(p) = lower[from..].find(keyword) {
             let start = from + p;
@@ -866,7 +953,9 @@ fn find_choices(s: &str) -> Vec<(usize, char)> {
                 continue;
             }
             let mut j = skip(b, from, |c| matches!(c, b'*' | b'_' | b' ' | b'\t' | b':'));
-            if lower[j..].starts_with("is") && !b.get(j + 2).is_some_and(u8::is_ascii_alphanumeric)
+            if keyword != "is"
+                && lower[j..].starts_with("is")
+                && !b.get(j + 2).is_some_and(u8::is_ascii_alphanumeric)
             {
                 j = skip(b, j + 2, |c| matches!(c, b'*' | b'_' | b' ' | b'\t' | b':'));
             }
@@ -874,7 +963,13 @@ fn find_choices(s: &str) -> Vec<(usize, char)> {
             let letter = s[j..].chars().next();
             let after = s[j..].chars().nth(1);
             if let Some(l) = letter {
-                let upper_ok = is_choice_letter(l) && !after.is_some_and(char::is_alphanumeric);
+                // After a bare "is" only a letter that ends the clause ("the
+                // right one is C."), not "is A good idea".
+                let ends = match after {
+                    None => true,
+                    Some(a) => (keyword != "is" && !a.is_alphanumeric()) || ".,;!?)\n*".contains(a),
+                };
+                let upper_ok = is_choice_letter(l) && ends;
                 let lower_ok = l.is_ascii_lowercase()
                     && is_choice_letter(l.to_ascii_uppercase())
                     && matches!(after, Some(')' | ']'));
@@ -913,7 +1008,11 @@ fn normalize_text(s: &str) -> Option<String> {
     let t = t
         .trim_start_matches(wrapper)
         .trim_end_matches(|c| wrapper(c) || c == '.');
-    let out = t.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let out = t
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
     (!out.is_empty()).then_some(out)
 }
 
@@ -1005,13 +1104,18 @@ mod tests {
             ("\\frac{-2}{6}", "-1/3"),
             ("\\left(-5\\right)", "-5"),
             ("\\text{5 apples}", "5"),
+            ("12 cm^2", "12"),
+            ("$12 \\text{ cm}^2$", "12"),
             ("5 million", "5000000"),
             ("1.5 thousand", "1500"),
             ("x = 5", "5"),
             ("3 \\times 4 = 12", "12"),
             ("12 (since 3 x 4 = 12 and 2 = 2)", "12"),
             ("\\approx 3.14", "3.14"),
-            ("123456789012345678901234567890", "123456789012345678901234567890"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input, Number), some(want), "{input:?}");
@@ -1118,6 +1222,12 @@ mod tests {
             some("7")
         );
         assert_eq!(num("Answer: twenty one"), some("21"));
+        // Several markers on one line; "answer" inside an answer is no marker.
+        assert_eq!(num("Answer: 5 answer: 6"), some("6"));
+        assert_eq!(
+            extract("Answer: a question-answer pair", Text),
+            some("a question-answer pair")
+        );
     }
 
     #[test]
@@ -1129,6 +1239,9 @@ mod tests {
         // Digits beat words: "one" is also a pronoun.
         assert_eq!(num("It is 12, the right one"), some("12"));
         assert_eq!(num("half of \\frac{1}{2} is \\frac{1}{4}"), some("1/4"));
+        // Exponents are no numbers of their own.
+        assert_eq!(num("The area is 12 cm^2"), some("12"));
+        assert_eq!(num("that is 10^{3} m^-1 times 4"), some("4"));
     }
 
     #[test]
@@ -1159,11 +1272,14 @@ mod tests {
             ("(A) is wrong, (C) is right", "C"),
             ("**Answer:** I'd pick E.", "E"),
             ("<think>(A)</think> The answer is B", "B"),
+            ("A) 12\nB) 15\nC) 18\nD) 20\nThe right one is C.", "C"),
+            ("So it is D", "D"),
         ];
         for (input, want) in cases {
             assert_eq!(extract(input, Choice), some(want), "{input:?}");
         }
         assert_eq!(extract("A train leaves at 5 pm.", Choice), None);
+        assert_eq!(extract("This is A good idea, is it not?", Choice), None);
         assert_eq!(extract("no idea", Choice), None);
         // Only A to E.
         assert_eq!(extract("The answer is (F)", Choice), None);
@@ -1190,7 +1306,10 @@ mod tests {
     fn text_answers() {
         let cases = [
             ("Answer: Paris.", "paris"),
-            ("Let me think.\nThe capital is\n  New   York City.  \n\n", "new york city"),
+            (
+                "Let me think.\nThe capital is\n  New   York City.  \n\n",
+                "new york city",
+            ),
             ("\\boxed{\\text{Blue Whale}}", "blue whale"),
             ("**Final answer:** **Mount Everest**", "mount everest"),
             ("The answer is \"Hamlet\".", "hamlet"),
@@ -1218,7 +1337,11 @@ mod tests {
         for (output, reference, kind) in pairs {
             let got = extract(output, kind);
             assert!(got.is_some(), "{output:?}");
-            assert_eq!(got, normalize(reference, kind), "{output:?} vs {reference:?}");
+            assert_eq!(
+                got,
+                normalize(reference, kind),
+                "{output:?} vs {reference:?}"
+            );
         }
     }
 
@@ -1257,5 +1380,26 @@ mod tests {
             }
         }
         assert_eq!(num("é ü 漢字 5 漢字"), some("5"));
+    }
+
+    #[test]
+    fn degenerate_outputs() {
+        // Nesting far deeper than any formula must not overflow the stack of
+        // a test thread (2 MiB).
+        let deep = format!("{}5{}", "{".repeat(50_000), "}".repeat(50_000));
+        let _ = extract(&deep, Number);
+        let _ = normalize(&deep, Number);
+        let boxes = format!("{}7{}", "\\boxed{".repeat(20_000), "}".repeat(20_000));
+        let _ = extract(&boxes, Number);
+        // Only the end of a long output is read: the answer is there.
+        let long = format!("{}\nAnswer: 42", "Step: 7 + 8 = 15.\n".repeat(20_000));
+        assert_eq!(num(&long), some("42"));
+        let long = format!("\\boxed{{1}}\n{}The total is 9.", "blah ".repeat(10_000));
+        assert_eq!(num(&long), some("9"));
+        assert_eq!(tail("aaaa\nbbbbbbbbbbbbbbb", 16), "bbbbbbbbbbbbbbb");
+        assert_eq!(tail("aaaaaaaaaaa\nbbbbbbbb", 16), "aaaaaaa\nbbbbbbbb");
+        assert_eq!(tail("漢字", 1), "");
+        assert_eq!(tail("漢字", 4), "字");
+        assert_eq!(tail("short", 100), "short");
     }
 }

@@ -1,0 +1,320 @@
+//! Test-time scaling: spend more samples only where a question needs them.
+//!
+//! [`solve`] asks the model a question under a [`Strategy`]: one greedy
+//! answer, a majority vote over N parallel samples (self-consistency), or
+//! sampling in waves until the vote is settled (adaptive consistency, with
+//! the early-stopping window rule), or `auto`, which answers from one cheap
+//! sample when the model is confident and escalates otherwise. Samples of a
+//! wave share the prompt's KV cache and are decoded together
+//! ([`Session::generate_parallel`]), so extra samples cost little more than one.
+
+pub mod answer;
+pub mod vote;
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, Prompt};
+use crate::error::{Error, Result};
+use crate::sampler::SamplerConfig;
+use crate::session::{GenerateOptions, Generation, Session};
+use crate::tokenizer::ChatMessage;
+
+pub use answer::{extract, normalize, AnswerKind};
+pub use vote::Vote;
+
+/// How much compute to spend on a question.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    /// One greedy answer.
+    Greedy,
+    /// `samples` samples decoded together, majority vote.
+    SelfConsistency { samples: usize },
+    /// Waves of `wave` samples until the two leading answers are separated
+    /// with probability `threshold` (Adaptive-Consistency), or the last
+    /// `window` answers agree (Early-Stopping Self-Consistency), or
+    /// `max_samples` were drawn.
+    Adaptive {
+        wave: usize,
+        max_samples: usize,
+        threshold: f64,
+        window: Option<usize>,
+    },
+    /// One greedy answer when its mean token probability reaches
+    /// `confidence`; otherwise escalate to `Adaptive` with `max_samples`.
+    Auto { confidence: f64, max_samples: usize },
+}
+
+impl Strategy {
+    /// Parses `greedy`, `self-consistency`, `adaptive` or `auto` with the
+    /// given sample cap.
+    pub fn parse(name: &str, samples: usize) -> Result<Self> {
+        match name {
+            "greedy" => Ok(Strategy::Greedy),
+            "self-consistency" | "sc" => Ok(Strategy::SelfConsistency { samples }),
+            "adaptive" => Ok(Strategy::Adaptive {
+                wave: 4,
+                max_samples: samples,
+                threshold: 0.95,
+                window: None,
+            }),
+            "auto" => Ok(Strategy::Auto {
+                confidence: 0.9,
+                max_samples: samples,
+            }),
+            other => Err(Error::Invalid(format!(
+                "unknown strategy {other:?} (known: greedy, self-consistency, adaptive, auto)"
+            ))),
+        }
+    }
+
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Greedy => "greedy",
+            Strategy::SelfConsistency { .. } => "self-consistency",
+            Strategy::Adaptive { .. } => "adaptive",
+            Strategy::Auto { .. } => "auto",
+        }
+    }
+}
+
+/// Settings of [`solve`].
+#[derive(Clone, Debug)]
+pub struct SolveOptions {
+    pub strategy: Strategy,
+    /// What an answer looks like (for extraction and voting).
+    pub kind: AnswerKind,
+    /// Longest reasoning trace per sample.
+    pub max_tokens: usize,
+    /// Sampling of the non-greedy samples.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        SolveOptions {
+            strategy: Strategy::Auto {
+                confidence: 0.9,
+                max_samples: 16,
+            },
+            kind: AnswerKind::Number,
+            max_tokens: 256,
+            temperature: 0.7,
+            top_p: 0.95,
+            seed: 0,
+        }
+    }
+}
+
+/// One sampled reasoning trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub text: String,
+    /// The extracted, normalized answer; `None` is an abstention.
+    pub answer: Option<String>,
+    pub mean_logprob: f32,
+    pub tokens: usize,
+}
+
+/// What a solution cost.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Spend {
+    pub samples: usize,
+    /// Tokens generated over all samples.
+    pub tokens: usize,
+    pub wall_secs: f64,
+}
+
+/// The answer to a question and how it was reached.
+#[derive(Clone, Debug, Serialize)]
+pub struct Solution {
+    pub strategy: &'static str,
+    pub answer: Option<String>,
+    /// Vote share of the answer (for one sample: its mean token probability).
+    pub confidence: f64,
+    pub samples: Vec<Sample>,
+    pub spend: Spend,
+}
+
+/// The instruction appended to every question so answers can be extracted.
+fn instruction(kind: AnswerKind) -> &'static str {
+    match kind {
+        AnswerKind::Number => "Think step by step, then give the final answer as a number on a last line starting with \"Answer:\".",
+        AnswerKind::Choice => "Think step by step, then give the letter of the correct option on a last line starting with \"Answer:\".",
+        AnswerKind::Text => "Think step by step, then give the final answer on a last line starting with \"Answer:\".",
+    }
+}
+
+/// Answers `question` with the model under `options.strategy`.
+pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<Solution> {
+    if question.trim().is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let start = Instant::now();
+    let prompt = engine.encode(&Prompt::Chat(vec![ChatMessage::user(format!(
+        "{question}\n{}",
+        instruction(options.kind)
+    ))]))?;
+    let mut run = Run {
+        session: engine.session(),
+        prompt,
+        options,
+        samples: Vec::new(),
+        vote: Vote::new(),
+        drawn: 0,
+    };
+    let (answer, confidence) = match options.strategy {
+        Strategy::Greedy => run.greedy()?,
+        Strategy::SelfConsistency { samples } => {
+            check_samples(samples)?;
+            run.wave(samples)?;
+            run.verdict()
+        }
+        Strategy::Adaptive {
+            wave,
+            max_samples,
+            threshold,
+            window,
+        } => run.adaptive(wave, max_samples, threshold, window)?,
+        Strategy::Auto {
+            confidence,
+            max_samples,
+        } => {
+            let (answer, c) = run.greedy()?;
+            if answer.is_some() && c >= confidence {
+                (answer, c)
+            } else {
+                // The greedy sample counts as the first vote.
+                run.adaptive(4, max_samples, 0.95, None)?
+            }
+        }
+    };
+    Ok(Solution {
+        strategy: options.strategy.name(),
+        answer,
+        confidence,
+        spend: Spend {
+            samples: run.samples.len(),
+            tokens: run.samples.iter().map(|s| s.tokens).sum(),
+            wall_secs: start.elapsed().as_secs_f64(),
+        },
+        samples: run.samples,
+    })
+}
+
+fn check_samples(n: usize) -> Result<()> {
+    if n == 0 || n > crate::session::MAX_PARALLEL {
+        return Err(Error::Invalid(format!(
+            "sample count {n} is out of range (1 to {})",
+            crate::session::MAX_PARALLEL
+        )));
+    }
+    Ok(())
+}
+
+/// The state of one [`solve`] call.
+struct Run<'e, 'o> {
+    session: Session<'e>,
+    prompt: Vec<u32>,
+    options: &'o SolveOptions,
+    samples: Vec<Sample>,
+    vote: Vote,
+    /// Sampled (non-greedy) traces so far: the next wave's seed offset.
+    drawn: u64,
+}
+
+impl Run<'_, '_> {
+    fn record(&mut self, g: Generation) -> (Option<String>, f32) {
+        let answer = extract(&g.text, self.options.kind);
+        let mean = g.mean_logprob();
+        self.vote.add(answer.as_deref(), 1.0);
+        self.samples.push(Sample {
+            text: g.text,
+            answer: answer.clone(),
+            mean_logprob: mean,
+            tokens: g.tokens.len(),
+        });
+        (answer, mean)
+    }
+
+    fn greedy(&mut self) -> Result<(Option<String>, f64)> {
+        let opts = GenerateOptions {
+            max_tokens: self.options.max_tokens,
+            ..Default::default()
+        };
+        let g = self
+            .session
+            .generate(&self.prompt, &opts, &mut |_| ControlFlow::Continue(()))?;
+        let (answer, mean) = self.record(g);
+        Ok((answer, (mean as f64).exp()))
+    }
+
+    /// Draws `n` samples decoded together.
+    fn wave(&mut self, n: usize) -> Result<()> {
+        let opts = GenerateOptions {
+            max_tokens: self.options.max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.options.temperature,
+                top_p: self.options.top_p,
+                seed: self.options.seed.wrapping_add(self.drawn),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let out = self
+            .session
+            .generate_parallel(
+                &self.prompt,
+                n,
+                &opts,
+                &mut |_, _| ControlFlow::Continue(()),
+            )?;
+        self.drawn += n as u64;
+        for g in out {
+            self.record(g);
+        }
+        Ok(())
+    }
+
+    fn adaptive(
+        &mut self,
+        wave: usize,
+        max_samples: usize,
+        threshold: f64,
+        window: Option<usize>,
+    ) -> Result<(Option<String>, f64)> {
+        check_samples(max_samples)?;
+        if wave == 0 {
+            return Err(Error::Invalid("wave size must be at least 1".into()));
+        }
+        if !(0.5..1.0).contains(&threshold) {
+            return Err(Error::Invalid(format!(
+                "stopping threshold {threshold} must be in [0.5, 1)"
+            )));
+        }
+        while self.samples.len() < max_samples {
+            self.wave(wave.min(max_samples - self.samples.len()))?;
+            let counts: Vec<usize> = self.vote.counts().iter().map(|c| c.1).collect();
+            let answers: Vec<Option<String>> =
+                self.samples.iter().map(|s| s.answer.clone()).collect();
+            if vote::should_stop_adaptive(&counts, threshold)
+                || window.is_some_and(|w| vote::window_agrees(&answers, w))
+            {
+                break;
+            }
+        }
+        Ok(self.verdict())
+    }
+
+    fn verdict(&self) -> (Option<String>, f64) {
+        match self.vote.winner() {
+            Some((answer, _)) => (Some(answer), self.vote.share()),
+            None => (None, 0.0),
+        }
+    }
+}
