@@ -192,3 +192,55 @@ fn chat_answers_two_turns_from_stdin_and_quits_on_an_empty_line() {
         "three prompts shown"
     );
 }
+
+#[test]
+fn tasks_gen_and_solve_json() {
+    let out = edgeloop(
+        &[
+            "tasks",
+            "gen",
+            "arithmetic",
+            "--digits",
+            "2",
+            "--ops",
+            "add,mul",
+            "-n",
+            "5",
+            "--seed",
+            "9",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines
+        .iter()
+        .all(|t| t["question"].is_string() && t["answer"].is_string()));
+
+    let out = edgeloop(
+        &[
+            "solve",
+            "--offline",
+            "--strategy",
+            "greedy",
+            "--max-tokens",
+            "48",
+            "--json",
+            "What is 7 + 5?",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(s["strategy"], "greedy");
+    assert_eq!(s["spend"]["samples"], 1);
+    assert_eq!(s["samples"].as_array().unwrap().len(), 1);
+
+    let out = edgeloop(&["tasks", "gen", "arithmetic", "--ops", "div"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown operation \"div\""));
+}

@@ -1,0 +1,116 @@
+//! Test-time scaling on the real default model: the mechanics of each
+//! strategy (how many samples, votes, early stopping, reproducibility).
+
+mod common;
+
+use common::smollm2;
+use edgeloop_core::scaling::{solve, AnswerKind, SolveOptions, Strategy};
+
+fn options(strategy: Strategy) -> SolveOptions {
+    SolveOptions {
+        strategy,
+        kind: AnswerKind::Number,
+        max_tokens: 64,
+        seed: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn greedy_spends_one_sample() {
+    let s = solve(smollm2(), "What is 7 + 5?", &options(Strategy::Greedy)).unwrap();
+    assert_eq!(s.spend.samples, 1);
+    assert_eq!(s.samples.len(), 1);
+    assert_eq!(s.answer.as_deref(), Some("12"), "{:?}", s.samples[0].text);
+    assert!(s.confidence > 0.0 && s.confidence <= 1.0);
+    assert_eq!(s.spend.tokens, s.samples[0].tokens);
+}
+
+#[test]
+fn self_consistency_votes_over_all_samples_and_is_reproducible() {
+    let opts = options(Strategy::SelfConsistency { samples: 6 });
+    let a = solve(smollm2(), "What is 7 + 5?", &opts).unwrap();
+    assert_eq!(a.spend.samples, 6);
+    // The answer is the most common extracted answer, its share the confidence.
+    let votes = a.samples.iter().filter(|s| s.answer == a.answer).count();
+    for s in &a.samples {
+        if s.answer.is_some() {
+            assert!(a.samples.iter().filter(|t| t.answer == s.answer).count() <= votes);
+        }
+    }
+    let answered = a.samples.iter().filter(|s| s.answer.is_some()).count();
+    assert!((a.confidence - votes as f64 / answered as f64).abs() < 1e-9);
+    let b = solve(smollm2(), "What is 7 + 5?", &opts).unwrap();
+    let texts = |s: &edgeloop_core::scaling::Solution| {
+        s.samples.iter().map(|x| x.text.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&a), texts(&b), "same seed, same samples");
+}
+
+#[test]
+fn adaptive_draws_waves_and_stops_at_the_cap_or_when_settled() {
+    let opts = options(Strategy::Adaptive {
+        wave: 3,
+        max_samples: 9,
+        threshold: 0.95,
+        window: None,
+    });
+    let s = solve(smollm2(), "What is 7 + 5?", &opts).unwrap();
+    assert!(
+        s.spend.samples % 3 == 0 && s.spend.samples <= 9,
+        "{} samples",
+        s.spend.samples
+    );
+    // It stopped early only if the stopping rule held after that wave.
+    if s.spend.samples < 9 {
+        let mut counts: Vec<usize> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for a in s.samples.iter().filter_map(|x| x.answer.as_deref()) {
+            match seen.iter().position(|&b| b == a) {
+                Some(i) => counts[i] += 1,
+                None => {
+                    seen.push(a);
+                    counts.push(1);
+                }
+            }
+        }
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        assert!(edgeloop_core::scaling::vote::should_stop_adaptive(
+            &counts, 0.95
+        ));
+    }
+}
+
+#[test]
+fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
+    let confident = options(Strategy::Auto {
+        confidence: 0.0,
+        max_samples: 8,
+    });
+    let s = solve(smollm2(), "What is 7 + 5?", &confident).unwrap();
+    assert_eq!(s.spend.samples, 1, "confident: one sample");
+    let doubtful = options(Strategy::Auto {
+        confidence: 1.0,
+        max_samples: 8,
+    });
+    let s = solve(smollm2(), "What is 7 + 5?", &doubtful).unwrap();
+    assert!(s.spend.samples > 1, "never confident: escalates");
+    assert!(s.spend.samples <= 1 + 8);
+}
+
+#[test]
+fn bad_strategy_settings_are_errors() {
+    assert!(Strategy::parse("beam-of-gold", 4)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown strategy"));
+    let e = solve(
+        smollm2(),
+        "What is 1 + 1?",
+        &options(Strategy::SelfConsistency { samples: 0 }),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("sample count 0"), "{e}");
+    let e = solve(smollm2(), "   ", &options(Strategy::Greedy)).unwrap_err();
+    assert!(e.to_string().contains("empty prompt"), "{e}");
+}
