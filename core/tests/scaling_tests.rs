@@ -57,7 +57,7 @@ fn adaptive_draws_waves_and_stops_at_the_cap_or_when_settled() {
     });
     let s = solve(smollm2(), "What is 7 + 5?", &opts).unwrap();
     assert!(
-        s.spend.samples % 3 == 0 && s.spend.samples <= 9,
+        s.spend.samples.is_multiple_of(3) && s.spend.samples <= 9,
         "{} samples",
         s.spend.samples
     );
