@@ -64,32 +64,6 @@ pub fn add_assign(a: &mut [f32], b: &[f32]) {
     }
 }
 
-/// Dot product of two f32 slices.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise the loop.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[c * 8 + j] * b[c * 8 + j];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
-
-/// `acc = acc * scale + v * w` over a row.
-#[inline]
-pub fn scale_add(acc: &mut [f32], scale: f32, v: &[f32], w: f32) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a = *a * scale + x * w;
-    }
-}
-
 /// Log-softmax normaliser: `log(sum(exp(x)))`, computed stably.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -97,44 +71,6 @@ pub fn log_sum_exp(x: &[f32]) -> f32 {
         return max;
     }
     max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rms_norm_matches_definition() {
-        let mut x = vec![1.0, -2.0, 3.0, 4.0];
-        rms_norm(&mut x, &[1.0, 1.0, 2.0, 0.5], 0.0);
-        let r = (30.0f32 / 4.0).sqrt();
-        assert!((x[0] - 1.0 / r).abs() < 1e-6);
-        assert!((x[2] - 6.0 / r).abs() < 1e-6);
-        assert!((x[3] - 2.0 / r).abs() < 1e-6);
-    }
-
-    #[test]
-    fn rope_at_zero_is_identity_and_preserves_norm() {
-        let f = rope_inv_freq(8, 10_000.0, 1.0);
-        let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
-        for neox in [false, true] {
-            let mut h = orig.clone();
-            rope(&mut h, 0, &f, neox);
-            assert_eq!(h, orig);
-            rope(&mut h, 17, &f, neox);
-            let n0: f32 = orig.iter().map(|v| v * v).sum();
-            let n1: f32 = h.iter().map(|v| v * v).sum();
-            assert!((n0 - n1).abs() < 1e-3);
-        }
-    }
-
-    #[test]
-    fn dot_and_log_sum_exp() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
-        assert_eq!(dot(&a, &a), (0..19).map(|i| (i * i) as f32).sum::<f32>());
-        let l = log_sum_exp(&[0.0, 0.0]);
-        assert!((l - 2f32.ln()).abs() < 1e-6);
-    }
 }
 
 /// f32 → IEEE f16 bits, rounding to nearest even (as F16C and ggml do).
@@ -256,5 +192,42 @@ mod f16_tests {
             assert!((acc[i] - (a[i] + 0.5 * from_f16(b[i]))).abs() < 1e-6);
         }
         assert_eq!(round_f16(1.0 + 1.0 / 4096.0), 1.0, "ties round to even");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let mut x = vec![1.0, -2.0, 3.0, 4.0];
+        rms_norm(&mut x, &[1.0, 1.0, 2.0, 0.5], 0.0);
+        let r = (30.0f32 / 4.0).sqrt();
+        assert!((x[0] - 1.0 / r).abs() < 1e-6);
+        assert!((x[2] - 6.0 / r).abs() < 1e-6);
+        assert!((x[3] - 2.0 / r).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_zero_is_identity_and_preserves_norm() {
+        let f = rope_inv_freq(8, 10_000.0, 1.0);
+        let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        for neox in [false, true] {
+            let mut h = orig.clone();
+            rope(&mut h, 0, &f, neox);
+            assert_eq!(h, orig);
+            rope(&mut h, 17, &f, neox);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = h.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        let l = log_sum_exp(&[0.0, 0.0]);
+        assert!((l - 2f32.ln()).abs() < 1e-6);
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
     }
 }
