@@ -98,12 +98,19 @@ pub struct TokenChoice {
     pub top: Vec<(u32, f32)>,
 }
 
-/// A small, fast, reproducible generator (SplitMix64).
+/// A small, fast, reproducible generator (SplitMix64): the same seed gives
+/// the same stream on every platform and version.
 #[derive(Clone, Debug)]
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -112,7 +119,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn next_f32(&mut self) -> f32 {
+    pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }

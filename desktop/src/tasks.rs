@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use edgeloop_core::sampler::Rng;
 use serde::{Deserialize, Serialize};
 
 /// A question with its reference answer.
@@ -52,23 +53,16 @@ pub struct WordArgs {
     seed: u64,
 }
 
-/// SplitMix64: reproducible task sets from a seed.
-struct Rng(u64);
+/// Draws from a seeded generator, so a task set is reproducible.
+struct Draw(Rng);
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+impl Draw {
     /// Uniform in lo..=hi.
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
+        lo + (self.0.next_u64() % (hi - lo + 1) as u64) as i64
     }
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
+        &items[(self.0.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -91,7 +85,7 @@ pub fn arithmetic(digits: u32, ops: &[String], n: usize, seed: u64) -> Result<Ve
         10i64.pow(digits - 1)
     };
     let hi = 10i64.pow(digits) - 1;
-    let mut rng = Rng(seed);
+    let mut rng = Draw(Rng::new(seed));
     Ok((0..n)
         .map(|_| {
             let (a, b) = (rng.range(lo, hi), rng.range(lo, hi));
@@ -116,7 +110,7 @@ pub fn word(n: usize, seed: u64) -> Vec<Task> {
     const THINGS: &[&str] = &[
         "apples", "marbles", "books", "pencils", "stickers", "cookies",
     ];
-    let mut rng = Rng(seed);
+    let mut rng = Draw(Rng::new(seed));
     (0..n)
         .map(|_| {
             let name = *rng.pick(NAMES);
