@@ -48,6 +48,26 @@ fn self_consistency_votes_over_all_samples_and_is_reproducible() {
 }
 
 #[test]
+fn best_of_n_picks_the_most_likely_answered_sample() {
+    let s = solve(
+        smollm2(),
+        "What is 7 + 5?",
+        &options(Strategy::BestOfN { samples: 5 }),
+    )
+    .unwrap();
+    assert_eq!(s.spend.samples, 5);
+    let best = s
+        .samples
+        .iter()
+        .filter(|x| x.answer.is_some())
+        .map(|x| x.mean_logprob)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let chosen = s.samples.iter().find(|x| x.mean_logprob == best).unwrap();
+    assert_eq!(s.answer, chosen.answer);
+    assert!((s.confidence - (best as f64).exp()).abs() < 1e-6);
+}
+
+#[test]
 fn adaptive_draws_waves_and_stops_at_the_cap_or_when_settled() {
     let opts = options(Strategy::Adaptive {
         wave: 3,

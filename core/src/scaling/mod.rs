@@ -1,7 +1,8 @@
 //! Test-time scaling: spend more samples only where a question needs them.
 //!
 //! [`solve`] asks the model a question under a [`Strategy`]: one greedy
-//! answer, a majority vote over N parallel samples (self-consistency), or
+//! answer, a majority vote over N parallel samples (self-consistency), the
+//! most likely of N samples (best-of-N), or
 //! sampling in waves until the vote is settled (adaptive consistency, with
 //! the early-stopping window rule), or `auto`, which answers from one cheap
 //! sample when the model is confident and escalates otherwise. Samples of a
@@ -42,6 +43,10 @@ pub enum Strategy {
         threshold: f64,
         window: Option<usize>,
     },
+    /// `samples` samples decoded together; the answered one with the highest
+    /// mean token log-probability wins (the model's own judgement of its
+    /// traces, until the verifier ranks them).
+    BestOfN { samples: usize },
     /// One greedy answer when its mean token probability reaches
     /// `confidence`; otherwise escalate to `Adaptive` with `max_samples`.
     Auto { confidence: f64, max_samples: usize },
@@ -54,6 +59,7 @@ impl Strategy {
         match name {
             "greedy" => Ok(Strategy::Greedy),
             "self-consistency" | "sc" => Ok(Strategy::SelfConsistency { samples }),
+            "best-of-n" => Ok(Strategy::BestOfN { samples }),
             "adaptive" => Ok(Strategy::Adaptive {
                 wave: 4,
                 max_samples: samples,
@@ -65,7 +71,7 @@ impl Strategy {
                 max_samples: samples,
             }),
             other => Err(Error::Invalid(format!(
-                "unknown strategy {other:?} (known: greedy, self-consistency, adaptive, auto)"
+                "unknown strategy {other:?} (known: greedy, self-consistency, best-of-n, adaptive, auto)"
             ))),
         }
     }
@@ -75,6 +81,7 @@ impl Strategy {
         match self {
             Strategy::Greedy => "greedy",
             Strategy::SelfConsistency { .. } => "self-consistency",
+            Strategy::BestOfN { .. } => "best-of-n",
             Strategy::Adaptive { .. } => "adaptive",
             Strategy::Auto { .. } => "auto",
         }
@@ -174,6 +181,11 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             check_samples(samples)?;
             run.wave(samples)?;
             run.verdict()
+        }
+        Strategy::BestOfN { samples } => {
+            check_samples(samples)?;
+            run.wave(samples)?;
+            run.best()
         }
         Strategy::Adaptive {
             wave,
@@ -309,6 +321,16 @@ impl Run<'_, '_> {
             }
         }
         Ok(self.verdict())
+    }
+
+    /// The answered sample with the highest mean log-probability.
+    fn best(&self) -> (Option<String>, f64) {
+        self.samples
+            .iter()
+            .filter(|s| s.answer.is_some())
+            .max_by(|a, b| a.mean_logprob.total_cmp(&b.mean_logprob))
+            .map(|s| (s.answer.clone(), (s.mean_logprob as f64).exp()))
+            .unwrap_or((None, 0.0))
     }
 
     fn verdict(&self) -> (Option<String>, f64) {
