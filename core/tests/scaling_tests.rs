@@ -68,6 +68,60 @@ fn best_of_n_picks_the_most_likely_answered_sample() {
 }
 
 #[test]
+fn confidence_stops_low_confidence_traces_early() {
+    let run = |keep_percent| {
+        let opts = options(Strategy::Confidence {
+            warmup: 3,
+            samples: 8,
+            keep_percent,
+            window: 4,
+        });
+        solve(
+            smollm2(),
+            "Write the number of legs of a spider, then explain.",
+            &opts,
+        )
+        .unwrap()
+    };
+    let keep_all = run(100.0);
+    let keep_none = run(0.0);
+    assert_eq!(keep_all.spend.samples, 8);
+    assert_eq!(keep_none.spend.samples, 8);
+    // The warm-up traces are the same; a higher bar stops later traces sooner.
+    assert_eq!(
+        keep_all.samples[..3]
+            .iter()
+            .map(|s| &s.text)
+            .collect::<Vec<_>>(),
+        keep_none.samples[..3]
+            .iter()
+            .map(|s| &s.text)
+            .collect::<Vec<_>>()
+    );
+    let later = |s: &edgeloop_core::scaling::Solution| {
+        s.samples[3..].iter().map(|x| x.tokens).sum::<usize>()
+    };
+    assert!(
+        later(&keep_none) < later(&keep_all),
+        "{} vs {}",
+        later(&keep_none),
+        later(&keep_all)
+    );
+    let e = solve(
+        smollm2(),
+        "What is 1 + 1?",
+        &options(Strategy::Confidence {
+            warmup: 9,
+            samples: 8,
+            keep_percent: 90.0,
+            window: 4,
+        }),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("warmup"), "{e}");
+}
+
+#[test]
 fn adaptive_draws_waves_and_stops_at_the_cap_or_when_settled() {
     let opts = options(Strategy::Adaptive {
         wave: 3,

@@ -18,7 +18,7 @@ pub struct EvalArgs {
     /// JSONL file of `{"question", "answer"}` objects.
     #[arg(long)]
     tasks: PathBuf,
-    /// Strategies to compare (greedy, self-consistency, best-of-n, adaptive, auto).
+    /// Strategies to compare (greedy, self-consistency, best-of-n, confidence, adaptive, auto).
     #[arg(
         long,
         value_delimiter = ',',

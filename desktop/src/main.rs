@@ -65,7 +65,7 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         question: String,
-        /// greedy, self-consistency, best-of-n, adaptive or auto.
+        /// greedy, self-consistency, best-of-n, confidence, adaptive or auto.
         #[arg(long, default_value = "auto")]
         strategy: String,
         /// Sample count (self-consistency) or cap (adaptive, auto).

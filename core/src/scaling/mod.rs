@@ -2,7 +2,8 @@
 //!
 //! [`solve`] asks the model a question under a [`Strategy`]: one greedy
 //! answer, a majority vote over N parallel samples (self-consistency), the
-//! most likely of N samples (best-of-N), or
+//! most likely of N samples (best-of-N), a confidence-weighted vote that
+//! stops unconfident traces early (DeepConf), or
 //! sampling in waves until the vote is settled (adaptive consistency, with
 //! the early-stopping window rule), or `auto`, which answers from one cheap
 //! sample when the model is confident and escalates otherwise. Samples of a
@@ -47,6 +48,17 @@ pub enum Strategy {
     /// mean token log-probability wins (the model's own judgement of its
     /// traces, until the verifier ranks them).
     BestOfN { samples: usize },
+    /// DeepConf (online): `warmup` traces set a confidence threshold that
+    /// keeps about `keep_percent`% of traces; the other traces, up to
+    /// `samples` in all, are stopped as soon as the mean token confidence of
+    /// their last `window` tokens falls below it and do not vote; the rest
+    /// vote weighted by their lowest window confidence.
+    Confidence {
+        warmup: usize,
+        samples: usize,
+        keep_percent: f64,
+        window: usize,
+    },
     /// One greedy answer when its mean token probability reaches
     /// `confidence`; otherwise escalate to `Adaptive` with `max_samples`.
     Auto { confidence: f64, max_samples: usize },
@@ -60,6 +72,12 @@ impl Strategy {
             "greedy" => Ok(Strategy::Greedy),
             "self-consistency" | "sc" => Ok(Strategy::SelfConsistency { samples }),
             "best-of-n" => Ok(Strategy::BestOfN { samples }),
+            "confidence" => Ok(Strategy::Confidence {
+                warmup: (samples / 4).max(1),
+                samples,
+                keep_percent: 90.0,
+                window: 16,
+            }),
             "adaptive" => Ok(Strategy::Adaptive {
                 wave: 4,
                 max_samples: samples,
@@ -71,7 +89,7 @@ impl Strategy {
                 max_samples: samples,
             }),
             other => Err(Error::Invalid(format!(
-                "unknown strategy {other:?} (known: greedy, self-consistency, best-of-n, adaptive, auto)"
+                "unknown strategy {other:?} (known: greedy, self-consistency, best-of-n, confidence, adaptive, auto)"
             ))),
         }
     }
@@ -82,6 +100,7 @@ impl Strategy {
             Strategy::Greedy => "greedy",
             Strategy::SelfConsistency { .. } => "self-consistency",
             Strategy::BestOfN { .. } => "best-of-n",
+            Strategy::Confidence { .. } => "confidence",
             Strategy::Adaptive { .. } => "adaptive",
             Strategy::Auto { .. } => "auto",
         }
@@ -187,6 +206,12 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             run.wave(samples)?;
             run.best()
         }
+        Strategy::Confidence {
+            warmup,
+            samples,
+            keep_percent,
+            window,
+        } => run.confidence(warmup, samples, keep_percent, window)?,
         Strategy::Adaptive {
             wave,
             max_samples,
@@ -241,10 +266,13 @@ struct Run<'e, 'o> {
 }
 
 impl Run<'_, '_> {
-    fn record(&mut self, g: Generation) -> (Option<String>, f32) {
+    /// Keeps a sample; it votes with `weight` unless that is `None`.
+    fn record(&mut self, g: Generation, weight: Option<f64>) -> (Option<String>, f32) {
         let answer = extract(&g.text, self.options.kind);
         let mean = g.mean_logprob();
-        self.vote.add(answer.as_deref(), 1.0);
+        if let Some(w) = weight {
+            self.vote.add(answer.as_deref(), w);
+        }
         self.samples.push(Sample {
             text: g.text,
             answer: answer.clone(),
@@ -262,35 +290,99 @@ impl Run<'_, '_> {
         let g = self
             .session
             .generate(&self.prompt, &opts, &mut |_| ControlFlow::Continue(()))?;
-        let (answer, mean) = self.record(g);
+        let (answer, mean) = self.record(g, Some(1.0));
         Ok((answer, (mean as f64).exp()))
     }
 
-    /// Draws `n` samples decoded together.
+    /// Draws `n` samples decoded together, each voting once.
     fn wave(&mut self, n: usize) -> Result<()> {
+        for g in self.draw(n, 0, &mut |_, _| ControlFlow::Continue(()))? {
+            self.record(g, Some(1.0));
+        }
+        Ok(())
+    }
+
+    /// Samples `n` traces decoded together (with `top_logprobs` alternatives
+    /// per token), streaming each token to `on_event`.
+    fn draw(
+        &mut self,
+        n: usize,
+        top_logprobs: usize,
+        on_event: &mut dyn FnMut(usize, crate::session::StreamEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Vec<Generation>> {
         let opts = GenerateOptions {
             max_tokens: self.options.max_tokens,
             sampler: SamplerConfig {
                 temperature: self.options.temperature,
                 top_p: self.options.top_p,
                 seed: self.options.seed.wrapping_add(self.drawn),
+                top_logprobs,
                 ..Default::default()
             },
             ..Default::default()
         };
         let out = self
             .session
-            .generate_parallel(
-                &self.prompt,
-                n,
-                &opts,
-                &mut |_, _| ControlFlow::Continue(()),
-            )?;
+            .generate_parallel(&self.prompt, n, &opts, on_event)?;
         self.drawn += n as u64;
-        for g in out {
-            self.record(g);
+        Ok(out)
+    }
+
+    fn confidence(
+        &mut self,
+        warmup: usize,
+        samples: usize,
+        keep_percent: f64,
+        window: usize,
+    ) -> Result<(Option<String>, f64)> {
+        check_samples(samples)?;
+        if warmup == 0 || warmup > samples || window == 0 || !(0.0..=100.0).contains(&keep_percent)
+        {
+            return Err(Error::Invalid(format!(
+                "confidence strategy needs 1 <= warmup ({warmup}) <= samples ({samples}), window >= 1 ({window}) and keep_percent in [0, 100] ({keep_percent})"
+            )));
         }
-        Ok(())
+        const TOP: usize = 5;
+        let confidences = |g: &Generation| -> Vec<f32> {
+            g.tokens
+                .iter()
+                .map(|t| vote::token_confidence(&t.top.iter().map(|x| x.1).collect::<Vec<_>>()))
+                .collect()
+        };
+        // Warm-up: complete traces set the bar.
+        let warm = self.draw(warmup, TOP, &mut |_, _| ControlFlow::Continue(()))?;
+        let scores: Vec<f32> = warm
+            .iter()
+            .map(|g| vote::lowest_window_mean(&confidences(g), window))
+            .collect();
+        let threshold = vote::percentile_threshold(&scores, keep_percent);
+        for (g, score) in warm.into_iter().zip(scores) {
+            self.record(g, Some(score.max(0.0) as f64));
+        }
+        // The rest stop as soon as a window falls below the bar.
+        let rest = samples - warmup;
+        if rest > 0 {
+            let mut running: Vec<Vec<f32>> = vec![Vec::new(); rest];
+            let out = self.draw(rest, TOP, &mut |i, ev| {
+                let c = &mut running[i];
+                c.push(vote::token_confidence(
+                    &ev.token.top.iter().map(|x| x.1).collect::<Vec<_>>(),
+                ));
+                if c.len() >= window
+                    && c[c.len() - window..].iter().sum::<f32>() / (window as f32) < threshold
+                {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            for g in out {
+                let stopped = g.finish_reason == crate::session::FinishReason::Cancelled;
+                let score = vote::lowest_window_mean(&confidences(&g), window);
+                self.record(g, (!stopped).then_some(score.max(0.0) as f64));
+            }
+        }
+        Ok(self.verdict())
     }
 
     fn adaptive(
