@@ -10,7 +10,9 @@ use crate::gguf::{GgufFile, Metadata};
 use crate::kernels::ThreadPool;
 use crate::model::{KvCache, Model};
 use crate::session::Session;
-use crate::tokenizer::{encode_chat, ChatMessage, ChatTemplate, Tokenizer, TokenizerSpec};
+use crate::tokenizer::{
+    encode_chat, encode_chat_with_thinking, ChatMessage, ChatTemplate, Tokenizer, TokenizerSpec,
+};
 
 /// Context size used when none is asked for (capped by the model's own).
 pub const DEFAULT_CONTEXT: usize = 4096;
@@ -160,6 +162,32 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         Ok(ids)
+    }
+
+    /// Token ids of a conversation ending with the assistant's turn, with
+    /// thinking switched on or off for templates that support it (Qwen3's
+    /// `enable_thinking`); `None` keeps the template's default.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        thinking: Option<bool>,
+    ) -> Result<Vec<u32>> {
+        if messages.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let ids =
+            encode_chat_with_thinking(&self.tokenizer, &self.template, messages, true, thinking)?;
+        if ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+
+    /// Whether the model writes its reasoning in `<think>...</think>` blocks
+    /// (its vocabulary has both tags).
+    pub fn thinks_in_tags(&self) -> bool {
+        self.tokenizer.token_id("<think>").is_some()
+            && self.tokenizer.token_id("</think>").is_some()
     }
 
     /// Refuses a request whose model plus KV cache exceeds the memory budget.

@@ -4,7 +4,9 @@
 mod common;
 
 use common::smollm2;
-use edgeloop_core::scaling::{solve, AnswerKind, SolveOptions, Strategy};
+use std::time::Duration;
+
+use edgeloop_core::scaling::{solve, AnswerKind, Limits, SolveOptions, Strategy};
 
 fn options(strategy: Strategy) -> SolveOptions {
     SolveOptions {
@@ -160,16 +162,23 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
     let confident = options(Strategy::Auto {
         confidence: 0.0,
         max_samples: 8,
+        wave: 4,
+        threshold: 0.95,
     });
     let s = solve(smollm2(), "What is 7 + 5?", &confident).unwrap();
     assert_eq!(s.spend.samples, 1, "confident: one sample");
     let doubtful = options(Strategy::Auto {
         confidence: 1.0,
         max_samples: 8,
+        wave: 4,
+        threshold: 0.95,
     });
     let s = solve(smollm2(), "What is 7 + 5?", &doubtful).unwrap();
     assert!(s.spend.samples > 1, "never confident: escalates");
-    assert!(s.spend.samples <= 1 + 8);
+    assert!(
+        s.spend.samples <= 8,
+        "the greedy sample counts towards the cap"
+    );
 }
 
 #[test]
@@ -187,4 +196,90 @@ fn bad_strategy_settings_are_errors() {
     assert!(e.to_string().contains("sample count 0"), "{e}");
     let e = solve(smollm2(), "   ", &options(Strategy::Greedy)).unwrap_err();
     assert!(e.to_string().contains("empty prompt"), "{e}");
+}
+
+#[test]
+fn budget_forcing_appends_wait_when_thinking_ends_early() {
+    let s = solve(
+        smollm2(),
+        "What is 7 + 5?",
+        &options(Strategy::Budget {
+            min_thinking: 40,
+            max_thinking: 160,
+            max_waits: 3,
+        }),
+    )
+    .unwrap();
+    let t = s
+        .thinking
+        .expect("the budget strategy reports its thinking");
+    let text = &s.samples[0].text;
+    assert!(t.waits >= 1, "a short answer is extended: {text:?}");
+    assert_eq!(text.matches("\nWait").count(), t.waits, "{text:?}");
+    assert!(t.thinking_tokens >= 40 || t.waits == 3, "{t:?}");
+    assert!(t.thinking_tokens <= 160, "{t:?}");
+    // Thinking ends with the delimiter, then the model answers.
+    let tail = &text[text.rfind("\nAnswer:").expect("the answer line")..];
+    assert!(s.answer.is_some(), "{tail:?}");
+    assert_eq!(s.spend.tokens, s.samples[0].tokens);
+}
+
+#[test]
+fn budget_forcing_ends_thinking_at_the_maximum() {
+    let s = solve(
+        smollm2(),
+        "A shop sells 12 apples a day for 9 days. How many apples is that?",
+        &SolveOptions {
+            instruction: Some("Explain your reasoning in detail before answering.".into()),
+            ..options(Strategy::Budget {
+                min_thinking: 0,
+                max_thinking: 6,
+                max_waits: 2,
+            })
+        },
+    )
+    .unwrap();
+    let t = s.thinking.unwrap();
+    assert!(t.forced_end, "{t:?}");
+    assert_eq!(t.thinking_tokens, 6);
+    assert_eq!(t.waits, 0);
+    let text = &s.samples[0].text;
+    assert!(
+        text.contains("\nAnswer:"),
+        "the delimiter is forced: {text:?}"
+    );
+    // Only the short answer follows the forced delimiter.
+    assert!(s.spend.tokens <= 6 + 32, "{}", s.spend.tokens);
+}
+
+#[test]
+fn limits_stop_the_search() {
+    let capped = SolveOptions {
+        limits: Limits {
+            max_tokens: Some(24),
+            max_wall: None,
+        },
+        ..options(Strategy::Adaptive {
+            wave: 4,
+            max_samples: 16,
+            threshold: 0.99,
+            window: None,
+        })
+    };
+    let s = solve(smollm2(), "What is 17 * 23?", &capped).unwrap();
+    assert!(s.spend.limited);
+    // Each running sample may finish the token it was sampling.
+    assert!(s.spend.tokens <= 24 + 4, "{}", s.spend.tokens);
+    assert!(s.spend.samples <= 8, "no wave starts after the cap");
+
+    let timed = SolveOptions {
+        limits: Limits {
+            max_tokens: None,
+            max_wall: Some(Duration::from_millis(1)),
+        },
+        ..options(Strategy::SelfConsistency { samples: 4 })
+    };
+    let s = solve(smollm2(), "What is 17 * 23?", &timed).unwrap();
+    assert!(s.spend.limited);
+    assert!(s.spend.tokens <= 4 * 2, "{}", s.spend.tokens);
 }

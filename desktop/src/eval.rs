@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Args;
-use edgeloop_core::scaling::{self, normalize, SolveOptions, Strategy};
+use edgeloop_core::scaling::{self, normalize};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::solve::ScalingArgs;
 use crate::ModelArgs;
 
 #[derive(Args)]
@@ -18,23 +19,20 @@ pub struct EvalArgs {
     /// JSONL file of `{"question", "answer"}` objects.
     #[arg(long)]
     tasks: PathBuf,
-    /// Strategies to compare (greedy, self-consistency, best-of-n, confidence, adaptive, auto).
+    /// Strategies to compare (greedy, self-consistency, best-of-n,
+    /// confidence, adaptive, budget, auto); `self-consistency@16` sets the
+    /// sample count of one entry.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "greedy,self-consistency,adaptive,auto"
     )]
     strategy: Vec<String>,
-    /// Sample count (self-consistency) or cap (adaptive, auto).
-    #[arg(long, default_value_t = 8)]
-    samples: usize,
     /// Only the first N tasks.
     #[arg(long)]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 192)]
-    max_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    scaling: ScalingArgs,
     /// Also write the results here as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,6 +50,12 @@ struct StrategyResult {
     mean_tokens: f64,
     mean_wall_secs: f64,
     answers: Vec<Option<String>>,
+    /// Per question: whether the answer was right.
+    correct: Vec<bool>,
+    /// Per question: the strategy's confidence in its answer.
+    confidences: Vec<f64>,
+    /// Per question: samples drawn.
+    samples: Vec<usize>,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -60,32 +64,43 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(n) = args.limit {
         tasks.truncate(n);
     }
-    let strategies = args
+    let runs = args
         .strategy
         .iter()
-        .map(|s| Strategy::parse(s, args.samples))
-        .collect::<Result<Vec<_>, _>>()?;
-    let bar = ProgressBar::new((tasks.len() * strategies.len()) as u64);
+        .map(|entry| {
+            let (name, samples) = match entry.split_once('@') {
+                Some((name, n)) => (
+                    name,
+                    n.parse()
+                        .map_err(|_| anyhow!("{entry:?}: sample count {n:?} is not a number"))?,
+                ),
+                None => (entry.as_str(), args.scaling.samples),
+            };
+            let scaling = ScalingArgs {
+                samples,
+                ..args.scaling.clone()
+            };
+            Ok((entry.clone(), scaling.options(name)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bar = ProgressBar::new((tasks.len() * runs.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
             .expect("valid template"),
     );
     let mut results = Vec::new();
-    for strategy in strategies {
-        bar.set_message(strategy.name());
-        let options = SolveOptions {
-            strategy: strategy.clone(),
-            max_tokens: args.max_tokens,
-            seed: args.seed,
-            ..Default::default()
-        };
+    for (label, options) in runs {
+        bar.set_message(label.clone());
         let (mut correct, mut samples, mut tokens, mut wall) = (0usize, 0usize, 0usize, 0f64);
-        let mut answers = Vec::new();
+        let (mut answers, mut confidences, mut right, mut drawn) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for task in &tasks {
             let s = scaling::solve(&engine, &task.question, &options)?;
-            if s.answer.is_some() && s.answer == normalize(&task.answer, options.kind) {
-                correct += 1;
-            }
+            let ok = s.answer.is_some() && s.answer == normalize(&task.answer, options.kind);
+            correct += usize::from(ok);
+            right.push(ok);
+            confidences.push(s.confidence);
+            drawn.push(s.spend.samples);
             samples += s.spend.samples;
             tokens += s.spend.tokens;
             wall += s.spend.wall_secs;
@@ -94,13 +109,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         let q = tasks.len() as f64;
         results.push(StrategyResult {
-            strategy: strategy.name().to_string(),
+            strategy: label,
             questions: tasks.len(),
             accuracy: correct as f64 / q,
             mean_samples: samples as f64 / q,
             mean_tokens: tokens as f64 / q,
             mean_wall_secs: wall / q,
             answers,
+            correct: right,
+            confidences,
+            samples: drawn,
         });
     }
     bar.finish_and_clear();

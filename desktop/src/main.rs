@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod pull;
+mod solve;
 mod tasks;
 
 use std::io::{BufRead, Write};
@@ -61,29 +62,7 @@ enum Command {
     /// Measure load time, prefill and decode speed, and peak memory.
     Bench(bench::BenchArgs),
     /// Answer a question with test-time scaling; prints answer, confidence and spend.
-    Solve {
-        #[command(flatten)]
-        model: ModelArgs,
-        question: String,
-        /// greedy, self-consistency, best-of-n, confidence, adaptive or auto.
-        #[arg(long, default_value = "auto")]
-        strategy: String,
-        /// Sample count (self-consistency) or cap (adaptive, auto).
-        #[arg(long, default_value_t = 16)]
-        samples: usize,
-        /// Answer kind: number, choice or text.
-        #[arg(long, default_value = "number")]
-        kind: String,
-        #[arg(long, default_value_t = 256)]
-        max_tokens: usize,
-        #[arg(long, default_value_t = 0.7)]
-        temperature: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print the whole result (every sample) as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Solve(solve::SolveArgs),
     /// Compare strategies on a task file.
     Eval(eval::EvalArgs),
     /// Development task sets with known answers.
@@ -239,39 +218,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Pull { name } => pull_model(&name),
         Command::Bench(args) => bench::run(&args),
-        Command::Solve {
-            model,
-            question,
-            strategy,
-            samples,
-            kind,
-            max_tokens,
-            temperature,
-            seed,
-            json,
-        } => {
-            let engine = model.load()?;
-            let options = edgeloop_core::scaling::SolveOptions {
-                strategy: edgeloop_core::scaling::Strategy::parse(&strategy, samples)?,
-                kind: kind.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
-                max_tokens,
-                temperature,
-                seed,
-                ..Default::default()
-            };
-            let s = edgeloop_core::scaling::solve(&engine, &question, &options)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!("answer:     {}", s.answer.as_deref().unwrap_or("(none)"));
-                println!("confidence: {:.2}", s.confidence);
-                println!(
-                    "spend:      {} samples, {} tokens, {:.2} s ({})",
-                    s.spend.samples, s.spend.tokens, s.spend.wall_secs, s.strategy
-                );
-            }
-            Ok(())
-        }
+        Command::Solve(args) => solve::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Tasks { command } => tasks::run(&command),
     }

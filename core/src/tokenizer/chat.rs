@@ -322,25 +322,45 @@ impl ChatTemplate {
     /// assistant or tool.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         check_roles(messages)?;
-        self.render_unchecked(messages, add_generation_prompt)
+        self.render_unchecked(messages, add_generation_prompt, None)
+    }
+
+    /// Like [`ChatTemplate::render`], with `enable_thinking` set for templates
+    /// that read it (Qwen3: `false` closes an empty `<think>` block in the
+    /// generation prompt so the model answers directly). `None` leaves it
+    /// undefined, the template's default.
+    pub fn render_with_thinking(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        thinking: Option<bool>,
+    ) -> Result<String> {
+        check_roles(messages)?;
+        self.render_unchecked(messages, add_generation_prompt, thinking)
     }
 
     fn render_unchecked(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
+        thinking: Option<bool>,
     ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat_template")
             .map_err(|e| TokenizerError::TemplateRender(jinja_message(&e)))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
-        })
-        .map_err(|e| TokenizerError::TemplateRender(jinja_message(&e)))
+        };
+        let ctx = match thinking {
+            Some(on) => context! { enable_thinking => on, ..base },
+            None => base,
+        };
+        tmpl.render(ctx)
+            .map_err(|e| TokenizerError::TemplateRender(jinja_message(&e)))
     }
 }
 
@@ -502,6 +522,18 @@ pub fn encode_chat(
     messages: &[ChatMessage],
     add_generation_prompt: bool,
 ) -> Result<Vec<u32>> {
+    encode_chat_with_thinking(tok, tmpl, messages, add_generation_prompt, None)
+}
+
+/// [`encode_chat`] with `enable_thinking` passed to the template (see
+/// [`ChatTemplate::render_with_thinking`]).
+pub fn encode_chat_with_thinking(
+    tok: &Tokenizer,
+    tmpl: &ChatTemplate,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    thinking: Option<bool>,
+) -> Result<Vec<u32>> {
     check_roles(messages)?;
     let placeholders: Vec<ChatMessage> = messages
         .iter()
@@ -513,9 +545,9 @@ pub fn encode_chat(
             )
         })
         .collect();
-    let skeleton = tmpl.render_unchecked(&placeholders, add_generation_prompt)?;
+    let skeleton = tmpl.render_unchecked(&placeholders, add_generation_prompt, thinking)?;
     let parts = split_skeleton(&skeleton, messages.len())?;
-    let real = tmpl.render_unchecked(messages, add_generation_prompt)?;
+    let real = tmpl.render_unchecked(messages, add_generation_prompt, thinking)?;
     let trimmed = match_contents(&parts, messages, &real).ok_or_else(|| {
         TokenizerError::TemplateAltered(
             "the template transforms message content (a filter or a content-dependent branch), \

@@ -458,3 +458,29 @@ fn shared_across_threads() {
     send_sync::<ChatTemplate>();
     send_sync::<TokenStream>();
 }
+
+#[test]
+fn enable_thinking_reaches_the_template() {
+    // The generation-prompt branch of Qwen3's template.
+    let src = r#"{%- for m in messages %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}"#;
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    let msgs = [ChatMessage::user("hi")];
+    let off = t.render_with_thinking(&msgs, true, Some(false)).unwrap();
+    assert!(
+        off.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        "{off:?}"
+    );
+    let on = t.render_with_thinking(&msgs, true, Some(true)).unwrap();
+    assert!(on.ends_with("<|im_start|>assistant\n"), "{on:?}");
+    assert_eq!(
+        t.render(&msgs, true).unwrap(),
+        on,
+        "undefined: the template's default"
+    );
+}
