@@ -120,6 +120,15 @@ fn round_trip_through_the_store() {
     assert_eq!(got.state, TraceState::Stored);
     assert_eq!(got.size, r.to_json().len() as u64);
     assert!(store.get(&"0".repeat(64)).unwrap().is_none());
+    assert_eq!(
+        store.ids_with_prefix(&r.id[..6], 2).unwrap(),
+        [r.id.as_str()]
+    );
+    assert_eq!(
+        store.ids_with_prefix(&r.id.to_uppercase(), 2).unwrap(),
+        [r.id.as_str()]
+    );
+    assert!(store.ids_with_prefix("%", 2).unwrap().is_empty());
 }
 
 #[test]
@@ -561,7 +570,7 @@ fn private_record() -> TraceRecord {
 #[test]
 fn redaction_masks_private_data_and_keeps_the_id() {
     let r = private_record();
-    let red = r.redacted(&DefaultRedactor);
+    let red = r.redacted(&DefaultRedactor::default());
     assert_eq!(red.id, r.id);
     assert!(red.redacted && !r.redacted);
     red.validate().unwrap();
@@ -597,12 +606,17 @@ fn bundles_are_written_whole_and_read_back() {
     records.sort_by_key(|r| r.created_at);
     let expected: Vec<_> = records
         .iter()
-        .map(|r| r.redacted(&DefaultRedactor))
+        .map(|r| r.redacted(&DefaultRedactor::default()))
         .collect();
 
     for name in ["bundle.jsonl", "bundle.jsonl.gz"] {
         let out = dir.path().join(name);
-        assert_eq!(store.export_bundle(&out, &DefaultRedactor).unwrap(), 6);
+        assert_eq!(
+            store
+                .export_bundle(&out, &DefaultRedactor::default())
+                .unwrap(),
+            6
+        );
         let raw = std::fs::read(&out).unwrap();
         assert_eq!(
             name.ends_with(".gz"),
@@ -631,10 +645,18 @@ fn bundles_are_written_whole_and_read_back() {
         .any(|r| r.question.contains("ann.lee")));
     let empty = TraceStore::open(dir.path().join("empty.sqlite")).unwrap();
     let out = dir.path().join("empty.jsonl.gz");
-    assert_eq!(empty.export_bundle(&out, &DefaultRedactor).unwrap(), 0);
+    assert_eq!(
+        empty
+            .export_bundle(&out, &DefaultRedactor::default())
+            .unwrap(),
+        0
+    );
     assert!(read_bundle(&out).unwrap().is_empty());
     let e = store
-        .export_bundle(&dir.path().join("missing/b.jsonl"), &DefaultRedactor)
+        .export_bundle(
+            &dir.path().join("missing/b.jsonl"),
+            &DefaultRedactor::default(),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
 }

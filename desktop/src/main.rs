@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod pull;
 mod tasks;
+mod traces;
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
@@ -91,6 +92,8 @@ enum Command {
         #[command(subcommand)]
         command: tasks::TasksCommand,
     },
+    /// List, show, count and export the stored reasoning traces.
+    Traces(traces::TracesArgs),
 }
 
 #[derive(Subcommand)]
@@ -274,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(args) => eval::run(&args),
         Command::Tasks { command } => tasks::run(&command),
+        Command::Traces(args) => traces::run(&args),
     }
 }
 

@@ -342,8 +342,10 @@ impl TraceStore {
                 source: std::io::Error::other(format!("journal mode stayed {mode:?}")),
             });
         }
+        // The log is truncated back to this after each checkpoint, so an
+        // idle store does not keep a large write-ahead log on disk.
         self.conn
-            .execute_batch("PRAGMA synchronous = FULL")
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 1048576")
             .map_err(self.err("set synchronous writes"))?;
         let app: i64 = self
             .conn
@@ -500,6 +502,27 @@ impl TraceStore {
             .map_err(self.err("read a trace"))?;
         row.map(|(state, size, json)| self.stored(id, &state, size, &json))
             .transpose()
+    }
+
+    /// Ids of stored traces that start with `prefix` (hex digits only), at
+    /// most `limit`, so a user can name a trace by its first few digits.
+    pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        let mut stmt = self
+            .conn
+            // Ids are lowercase hex, so every id with the prefix sorts below prefix + "g".
+            .prepare("SELECT id FROM traces WHERE id >= ?1 AND id < ?1 || 'g' ORDER BY id LIMIT ?2")
+            .map_err(self.err("look up a trace"))?;
+        let ids = stmt
+            .query_map(params![prefix, limit.min(i64::MAX as usize) as i64], |r| {
+                r.get(0)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("look up a trace"))?;
+        Ok(ids)
     }
 
     fn stored(&self, id: &str, state: &str, size: u64, json: &str) -> Result<StoredTrace> {
