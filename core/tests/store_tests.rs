@@ -692,6 +692,7 @@ fn crash_child() {
     let round: u64 = std::env::var(CRASH_ROUND).unwrap().parse().unwrap();
     let mut store = TraceStore::open_with(&path, capped(CRASH_CAP)).unwrap();
     let mut out = std::io::stdout().lock();
+    writeln!(out).unwrap(); // off the line where the harness names the test
     for i in 0u64.. {
         let r = record(round * 1_000_000 + i, i % 4 != 3);
         store.insert(&r).unwrap();
@@ -828,6 +829,76 @@ fn kill_9_during_writes_loses_no_accepted_trace() {
     assert!(!reported.is_empty());
     let s = TraceStore::open(&path).unwrap().stats().unwrap();
     assert!(s.record_bytes <= CRASH_CAP, "{s:?}");
+}
+
+// A full disk: the child runs under a file size limit (`ulimit -f`, with
+// SIGXFSZ ignored so writes past it fail as they do on a full disk).
+
+const FULL_STORE: &str = "EDGELOOP_TEST_FULL_STORE";
+
+#[test]
+fn disk_full_child() {
+    let Some(path) = std::env::var_os(FULL_STORE) else {
+        return; // Only does something when run by the disk-full test.
+    };
+    let mut store = TraceStore::open(&path).unwrap();
+    println!(); // off the line where the harness names the test
+    for i in 0u64..100_000 {
+        let r = record(i, true);
+        match store.insert(&r) {
+            Ok(_) => println!("accepted {}", r.id),
+            Err(e) => {
+                println!("error {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_is_an_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 256 && exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "disk_full_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_STORE, &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("error "))
+        .unwrap_or_else(|| panic!("the child never ran out of space:\n{stdout}"));
+    assert!(error.contains("traces.sqlite"), "{error}");
+    let accepted: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("accepted "))
+        .collect();
+    assert!(!accepted.is_empty(), "{stdout}");
+
+    let mut store = TraceStore::open(&path).unwrap();
+    for id in &accepted {
+        assert!(store.get(id).unwrap().is_some(), "{id} lost");
+    }
+    assert_eq!(store.stats().unwrap().traces as usize, accepted.len());
+    assert_eq!(
+        store.insert(&record(1_000_000, true)).unwrap(),
+        Inserted::New
+    );
 }
 
 #[test]

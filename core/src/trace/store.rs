@@ -266,7 +266,8 @@ impl TraceStore {
 
     /// Opens (creating it and its folder if missing) the store at `path`.
     /// Refuses a file that is not a trace store, one of a newer layout, or a
-    /// corrupt one; brings an older layout up to date.
+    /// corrupt one (it runs SQLite's `quick_check`, which reads the whole
+    /// file); brings an older layout up to date.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let fresh = check_file(&path)?;
