@@ -5,6 +5,7 @@ use crate::manifest::ManifestError;
 use crate::model::ModelError;
 use crate::sampler::SamplerError;
 use crate::tokenizer::TokenizerError;
+use crate::trace::{RecordError, StoreError};
 
 /// Anything that can go wrong in edgeloop-core.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,10 @@ pub enum Error {
     Sampler(#[from] SamplerError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("empty prompt: give some text or at least one message")]
     EmptyPrompt,
     #[error("prompt of {prompt} tokens plus max_tokens {max_tokens} exceeds the context of {context} tokens")]

@@ -6,7 +6,9 @@
 //! [`tokenizer`] (vocabulary and chat template from the file) →
 //! [`session`] (KV cache, prefill, decode, stop conditions) with a
 //! [`sampler`]. [`Engine`] puts them together; [`manifest`] describes the
-//! supported students and how their files are fetched.
+//! supported students and how their files are fetched. [`scaling`] solves
+//! questions with test-time scaling; [`trace`] keeps the resulting
+//! reasoning traces durably on the device.
 
 pub mod engine;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod sampler;
 pub mod scaling;
 pub mod session;
 pub mod tokenizer;
+pub mod trace;
 
 pub use engine::{Engine, EngineOptions, Prompt};
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@ mod eval;
 mod pull;
 mod solve;
 mod tasks;
+mod traces;
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
@@ -70,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: tasks::TasksCommand,
     },
+    /// List, show, count and export the stored reasoning traces.
+    Traces(traces::TracesArgs),
 }
 
 #[derive(Subcommand)]
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Solve(args) => solve::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Tasks { command } => tasks::run(&command),
+        Command::Traces(args) => traces::run(&args),
     }
 }
 

@@ -244,3 +244,79 @@ fn tasks_gen_and_solve_json() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown operation \"div\""));
 }
+
+#[test]
+fn traces_stats_json_on_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store/traces.sqlite");
+    let out = edgeloop(
+        &[
+            "traces",
+            "stats",
+            "--json",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "traces",
+        "stored",
+        "reported",
+        "accepted",
+        "rejected",
+        "record_bytes",
+    ] {
+        assert_eq!(v[key], 0, "{key} in {v}");
+    }
+    assert_eq!(v["path"], store.to_str().unwrap());
+    assert!(store.is_file());
+
+    // The store named by the environment, listed and exported while empty.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeloop"));
+    let out = cmd
+        .args(["traces", "list", "--json"])
+        .env("EDGELOOP_TRACES", &store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+    let bundle = dir.path().join("b.jsonl.gz");
+    let out = edgeloop(
+        &[
+            "traces",
+            "--store",
+            store.to_str().unwrap(),
+            "export",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("exported 0 traces"));
+    assert!(bundle.is_file());
+}
+
+#[test]
+fn traces_refuses_a_file_that_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(
+        &notes,
+        "not a database, just some notes that are long enough ".repeat(4),
+    )
+    .unwrap();
+    let out = edgeloop(
+        &["traces", "stats", "--store", notes.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("not an SQLite database"),
+        "{err}"
+    );
+}

@@ -1,0 +1,19 @@
+//! Self-verified reasoning traces kept on the device until they reach the host.
+//!
+//! [`TraceRecord`] (`record.rs`) is the versioned, content-addressed record
+//! of one solved question, with a [`Redactor`] hook that runs before a record
+//! leaves the device; [`TraceStore`] (`store.rs`) keeps records durably in
+//! SQLite, tracks which were reported, evicts under a size cap and writes
+//! bundles for offline transfer.
+
+pub mod record;
+pub mod store;
+
+pub use record::{
+    chosen_sample, content_id, DefaultRedactor, ModelInfo, NoRedaction, RecordError, Redactor,
+    TraceParts, TraceRecord, TraceSample, TraceSpend, Verification, VerifierVote, SCHEMA_VERSION,
+};
+pub use store::{
+    default_path, read_bundle, Evicted, Inserted, ListFilter, StoreError, StoreOptions, StoreStats,
+    StoredTrace, TraceState, TraceStore,
+};

@@ -1,0 +1,233 @@
+//! `edgeloop traces`: look into the on-device trace store and export it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use edgeloop_core::trace::{
+    self, DefaultRedactor, ListFilter, NoRedaction, Redactor, StoredTrace, TraceState, TraceStore,
+};
+
+#[derive(Args)]
+pub struct TracesArgs {
+    /// The trace store (default: $EDGELOOP_TRACES, else traces.sqlite in
+    /// edgeloop's data folder, $XDG_DATA_HOME/edgeloop or ~/.local/share/edgeloop).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: TracesCommand,
+}
+
+#[derive(Subcommand)]
+pub enum TracesCommand {
+    /// Stored traces, newest first.
+    List {
+        /// Only traces in this state: stored or reported.
+        #[arg(long)]
+        state: Option<TraceState>,
+        /// Only traces the verifier accepted.
+        #[arg(long, conflicts_with = "rejected")]
+        accepted: bool,
+        /// Only traces the verifier rejected.
+        #[arg(long)]
+        rejected: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// One JSON array of stored traces.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One trace in full, by id or a unique prefix of it.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by state and verdict, and sizes.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every trace to a bundle for offline transfer: JSON Lines,
+    /// gzip-compressed if FILE ends in .gz; e-mail addresses and long
+    /// numbers are masked.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Leave texts as they are.
+        #[arg(long)]
+        no_redact: bool,
+    },
+}
+
+pub fn run(args: &TracesArgs) -> Result<()> {
+    let path = args.store.clone().unwrap_or_else(trace::default_path);
+    let store = TraceStore::open(&path)?;
+    match &args.command {
+        TracesCommand::List {
+            state,
+            accepted,
+            rejected,
+            limit,
+            offset,
+            json,
+        } => {
+            let filter = ListFilter {
+                state: *state,
+                accepted: match (accepted, rejected) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                limit: Some(*limit),
+                offset: *offset,
+            };
+            let traces = store.list(&filter)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&traces)?);
+            } else {
+                for t in &traces {
+                    print_line(t);
+                }
+            }
+        }
+        TracesCommand::Show { id, json } => {
+            let ids = store.ids_with_prefix(id, 2)?;
+            let full = match ids.as_slice() {
+                [one] => one,
+                [] => bail!("no trace {id:?} in {}", path.display()),
+                _ => bail!("{id:?} is the start of several trace ids; give more digits"),
+            };
+            let t = store
+                .get(full)?
+                .with_context(|| format!("trace {full} vanished from {}", path.display()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print_trace(&t);
+            }
+        }
+        TracesCommand::Stats { json } => {
+            let s = store.stats()?;
+            if *json {
+                let mut v = serde_json::to_value(&s)?;
+                v["path"] = path.display().to_string().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let cap = s
+                    .max_bytes
+                    .map_or("none".to_string(), |m| format!("{m} bytes"));
+                println!("store:        {}", path.display());
+                println!(
+                    "traces:       {} ({} stored, {} reported)",
+                    s.traces, s.stored, s.reported
+                );
+                println!(
+                    "accepted:     {} ({} not yet reported)",
+                    s.accepted, s.unreported_accepted
+                );
+                println!("rejected:     {}", s.rejected);
+                println!("record bytes: {} (cap: {cap})", s.record_bytes);
+                println!("file bytes:   {}", s.file_bytes);
+            }
+        }
+        TracesCommand::Export { out, no_redact } => {
+            let redactor: &dyn Redactor = if *no_redact {
+                &NoRedaction
+            } else {
+                &DefaultRedactor::default()
+            };
+            let n = store.export_bundle(out, redactor)?;
+            eprintln!("exported {n} traces to {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn verdict(t: &StoredTrace) -> &'static str {
+    if t.record.verification.accepted {
+        "accepted"
+    } else {
+        "rejected"
+    }
+}
+
+fn print_line(t: &StoredTrace) {
+    let r = &t.record;
+    let question: String = r.question.split_whitespace().collect::<Vec<_>>().join(" ");
+    let question = match question.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &question[..at]),
+        None => question,
+    };
+    println!(
+        "{}  {}  {:<8}  {}  {:<10}  {}",
+        &r.id[..12],
+        rfc3339(r.created_at),
+        t.state.as_str(),
+        verdict(t),
+        r.answer.as_deref().unwrap_or("(none)"),
+        question
+    );
+}
+
+fn print_trace(t: &StoredTrace) {
+    let r = &t.record;
+    println!("id:           {}", r.id);
+    println!("created:      {}", rfc3339(r.created_at));
+    println!("state:        {}", t.state.as_str());
+    println!("model:        {} ({})", r.model.name, r.model.sha256);
+    println!(
+        "strategy:     {} — {} samples, {} tokens, {:.2} s",
+        r.strategy, r.spend.samples, r.spend.tokens, r.spend.wall_secs
+    );
+    println!("answer:       {}", r.answer.as_deref().unwrap_or("(none)"));
+    println!("confidence:   {:.2}", r.confidence);
+    println!("verification: {}", verdict(t));
+    for v in &r.verification.votes {
+        let verdict = match v.verdict {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "no verdict",
+        };
+        println!("  {:<12} {verdict}", v.stage);
+    }
+    println!("consent:      {}", if r.consent { "yes" } else { "no" });
+    println!("question:\n{}\n", r.question);
+    println!("trace:\n{}", r.trace);
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn unix_seconds_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}
