@@ -22,6 +22,7 @@ pub mod scaling;
 pub mod session;
 pub mod tokenizer;
 pub mod trace;
+pub mod verify;
 
 pub use engine::{Engine, EngineOptions, Prompt};
 pub use error::{Error, Result};
