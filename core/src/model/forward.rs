@@ -283,8 +283,11 @@ impl Forward<'_> {
         let c = self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
-        let jobs = batch.len() * c.n_heads;
-        let span = batch.iter().map(|t| t.pos + 1).max().unwrap_or(0);
+        // One job per token and key/value head; its query heads go through
+        // the kernel up to `HEADS` at a time, sharing each key and value.
+        const HEADS: usize = 4;
+        let jobs = batch.len() * c.n_kv_heads;
+        let span = HEADS * batch.iter().map(|t| t.pos + 1).max().unwrap_or(0);
         let nt = self.pool.n_threads();
         if scores.len() < nt * span {
             scores.resize(nt * span, 0.0);
@@ -297,53 +300,46 @@ impl Forward<'_> {
             // `scores`, and every index runs exactly once per call.
             let sc =
                 unsafe { std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * span), span) };
-            let mut qr = [0f32; MAX_HEAD_DIM];
-            let mut acc = [0f32; MAX_HEAD_DIM];
+            let mut qr = [0f32; HEADS * MAX_HEAD_DIM];
             for job in (tid..jobs).step_by(nt) {
-                let (i, head) = (job / c.n_heads, job % c.n_heads);
+                let (i, kv_head) = (job / c.n_kv_heads, job % c.n_kv_heads);
                 let t = batch[i];
                 let (keys, values) = caches[t.seq].layer(il);
-                let kv_off = (head / group) * hd;
                 let first = match window {
                     Some(w) => (t.pos + 1).saturating_sub(w),
                     None => 0,
                 };
-                let qr = &mut qr[..hd];
-                for (r, &x) in qr
-                    .iter_mut()
-                    .zip(&q[i * qd + head * hd..i * qd + (head + 1) * hd])
-                {
-                    *r = ops::round_f16(x);
-                }
-                let sc = &mut sc[..t.pos + 1 - first];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in sc.iter_mut().enumerate() {
-                    let p = first + j;
-                    *s = ops::dot_f16(qr, &keys[p * kvd + kv_off..p * kvd + kv_off + hd]) * scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0f64;
-                for s in sc.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                let acc = &mut acc[..hd];
-                acc.fill(0.0);
-                for (j, &s) in sc.iter().enumerate() {
-                    let p = first + j;
-                    ops::axpy_f16(
-                        acc,
-                        ops::round_f16(s * inv),
-                        &values[p * kvd + kv_off..p * kvd + kv_off + hd],
+                let mut head = kv_head * group;
+                while head < (kv_head + 1) * group {
+                    let g = HEADS.min((kv_head + 1) * group - head);
+                    let qr = &mut qr[..g * hd];
+                    let src = &q[i * qd + head * hd..i * qd + (head + g) * hd];
+                    for (r, &x) in qr.iter_mut().zip(src) {
+                        *r = ops::round_f16(x);
+                    }
+                    // SAFETY: heads `head..head + g` of token `i` belong to
+                    // this job only, so this slice of `out` is written by
+                    // exactly one thread.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ptr.get().add(i * qd + head * hd),
+                            g * hd,
+                        )
+                    };
+                    ops::attend_f16(
+                        qr,
+                        hd,
+                        keys,
+                        values,
+                        kvd,
+                        kv_head * hd,
+                        first..t.pos + 1,
+                        scale,
+                        sc,
+                        dst,
                     );
+                    head += g;
                 }
-                // SAFETY: (i, head) is unique to this job, so this slice of
-                // `out` is written by exactly one thread.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + head * hd), hd)
-                };
-                dst.copy_from_slice(acc);
             }
         });
     }
