@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::Args;
 use edgeloop_core::scaling::{self, normalize};
+use edgeloop_core::verify;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::solve::ScalingArgs;
+use crate::solve::{ScalingArgs, VerifyArgs};
 use crate::ModelArgs;
 
 #[derive(Args)]
@@ -33,6 +34,13 @@ pub struct EvalArgs {
     limit: Option<usize>,
     #[command(flatten)]
     scaling: ScalingArgs,
+    /// Also run the verifier cascade on every answer and report each
+    /// stage's acceptance rate and the accuracy of accepted and rejected
+    /// answers.
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    verifier: VerifyArgs,
     /// Also write the results here as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -56,6 +64,72 @@ struct StrategyResult {
     confidences: Vec<f64>,
     /// Per question: samples drawn.
     samples: Vec<usize>,
+    /// With `--verify`: how the cascade judged the answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<VerifyReport>,
+}
+
+/// The verifier's record over one strategy's answers.
+#[derive(Default, Serialize)]
+struct VerifyReport {
+    /// Per stage, in order: answers that reached it and answers it passed.
+    stages: Vec<StageCount>,
+    accepted: usize,
+    accepted_correct: usize,
+    rejected: usize,
+    rejected_correct: usize,
+    mean_judge_tokens: f64,
+    mean_judge_secs: f64,
+    /// Per question: accepted or not.
+    verdicts: Vec<bool>,
+}
+
+#[derive(Serialize)]
+struct StageCount {
+    stage: String,
+    reached: usize,
+    passed: usize,
+}
+
+impl VerifyReport {
+    fn add(&mut self, v: &edgeloop_core::trace::Verification, correct: bool) {
+        let mut stages: Vec<&str> = Vec::new();
+        for vote in &v.votes {
+            if stages.last() != Some(&vote.stage.as_str()) {
+                stages.push(&vote.stage);
+            }
+        }
+        for (i, stage) in stages.iter().enumerate() {
+            let passed = v
+                .votes
+                .iter()
+                .filter(|x| x.stage == *stage)
+                .all(|x| x.verdict == Some(true));
+            let entry = match self.stages.iter_mut().position(|s| s.stage == *stage) {
+                Some(k) => &mut self.stages[k],
+                None => {
+                    self.stages.push(StageCount {
+                        stage: stage.to_string(),
+                        reached: 0,
+                        passed: 0,
+                    });
+                    self.stages.last_mut().expect("just pushed")
+                }
+            };
+            entry.reached += 1;
+            entry.passed += usize::from(passed && (i + 1 < stages.len() || v.accepted));
+        }
+        if v.accepted {
+            self.accepted += 1;
+            self.accepted_correct += usize::from(correct);
+        } else {
+            self.rejected += 1;
+            self.rejected_correct += usize::from(correct);
+        }
+        self.mean_judge_tokens += v.spend.tokens as f64;
+        self.mean_judge_secs += v.spend.wall_secs;
+        self.verdicts.push(v.accepted);
+    }
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -94,6 +168,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let (mut correct, mut samples, mut tokens, mut wall) = (0usize, 0usize, 0usize, 0f64);
         let (mut answers, mut confidences, mut right, mut drawn) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut report = args.verify.then(VerifyReport::default);
         for task in &tasks {
             let s = scaling::solve(&engine, &task.question, &options)?;
             let ok = s.answer.is_some() && s.answer == normalize(&task.answer, options.kind);
@@ -101,6 +176,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             right.push(ok);
             confidences.push(s.confidence);
             drawn.push(s.spend.samples);
+            if let Some(report) = report.as_mut() {
+                let vopts = args.verifier.options(&engine, options.seed)?;
+                let v = verify::verify_solution(&engine, &task.question, &s, &vopts)?;
+                report.add(&v, ok);
+            }
             samples += s.spend.samples;
             tokens += s.spend.tokens;
             wall += s.spend.wall_secs;
@@ -108,6 +188,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             bar.inc(1);
         }
         let q = tasks.len() as f64;
+        if let Some(r) = report.as_mut() {
+            r.mean_judge_tokens /= q;
+            r.mean_judge_secs /= q;
+        }
         results.push(StrategyResult {
             strategy: label,
             questions: tasks.len(),
@@ -119,6 +203,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             correct: right,
             confidences,
             samples: drawn,
+            verification: report,
         });
     }
     bar.finish_and_clear();
@@ -143,6 +228,40 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 r.mean_wall_secs
             );
         }
+        for r in &results {
+            if let Some(v) = &r.verification {
+                print_verification(&r.strategy, v);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_verification(strategy: &str, v: &VerifyReport) {
+    let pct = |a: usize, b: usize| {
+        if b == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * a as f64 / b as f64)
+        }
+    };
+    println!("\nverifier on {strategy}:");
+    for s in &v.stages {
+        println!(
+            "  {:<12} passed {:>4}/{:<4} ({})",
+            s.stage,
+            s.passed,
+            s.reached,
+            pct(s.passed, s.reached)
+        );
+    }
+    println!(
+        "  accepted {:>4}: {} correct   rejected {:>4}: {} correct   ({:.0} judge tokens, {:.2} s per question)",
+        v.accepted,
+        pct(v.accepted_correct, v.accepted),
+        v.rejected,
+        pct(v.rejected_correct, v.rejected),
+        v.mean_judge_tokens,
+        v.mean_judge_secs
+    );
 }

@@ -64,6 +64,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Answer a question with test-time scaling; prints answer, confidence and spend.
     Solve(solve::SolveArgs),
+    /// Check an answer with the self-verification cascade.
+    Verify(solve::VerifyCommandArgs),
     /// Compare strategies on a task file.
     Eval(eval::EvalArgs),
     /// Development task sets with known answers.
@@ -115,8 +117,13 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Resolves (pulling if needed) and loads the model.
     pub fn load(&self) -> Result<Engine> {
+        Ok(self.load_with_path()?.0)
+    }
+
+    /// [`ModelArgs::load`], also giving the model file's path.
+    pub fn load_with_path(&self) -> Result<(Engine, std::path::PathBuf)> {
         let path = pull::resolve_model(self.model.as_deref(), self.offline)?;
-        Engine::load(
+        let engine = Engine::load(
             &path,
             EngineOptions {
                 threads: self.threads,
@@ -124,7 +131,8 @@ impl ModelArgs {
                 ..Default::default()
             },
         )
-        .with_context(|| format!("loading {}", path.display()))
+        .with_context(|| format!("loading {}", path.display()))?;
+        Ok((engine, path))
     }
 }
 
@@ -222,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pull { name } => pull_model(&name),
         Command::Bench(args) => bench::run(&args),
         Command::Solve(args) => solve::run(&args),
+        Command::Verify(args) => solve::run_verify(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Tasks { command } => tasks::run(&command),
         Command::Traces(args) => traces::run(&args),

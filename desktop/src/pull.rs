@@ -40,6 +40,15 @@ pub fn resolve_model(model: Option<&str>, offline: bool) -> Result<PathBuf> {
     pull(&m, &dir)
 }
 
+/// The manifest name of a model file in the cache, else its file name.
+pub fn model_name(path: &Path) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("model");
+    manifest::builtin()
+        .into_iter()
+        .find(|m| m.file == file)
+        .map_or_else(|| file.trim_end_matches(".gguf").to_string(), |m| m.name)
+}
+
 /// Pulls a model into `dir` unless a verified copy is there; returns its path.
 pub fn pull(m: &Manifest, dir: &Path) -> Result<PathBuf> {
     let dest = m.path_in(dir);

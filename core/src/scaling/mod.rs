@@ -235,6 +235,8 @@ pub struct Thinking {
 #[derive(Clone, Debug, Serialize)]
 pub struct Solution {
     pub strategy: &'static str,
+    /// The chat-rendered prompt every sample continued.
+    pub prompt: String,
     pub answer: Option<String>,
     /// Vote share of the answer (for one sample: its mean token probability).
     pub confidence: f64,
@@ -286,6 +288,10 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
     } else {
         format!("{question}\n{suffix}")
     });
+    let rendered =
+        engine
+            .template()
+            .render_with_thinking(std::slice::from_ref(&message), true, thinking)?;
     let prompt = engine.encode_chat(&[message], thinking)?;
     let mut run = Run {
         engine,
@@ -351,6 +357,7 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
     };
     Ok(Solution {
         strategy: options.strategy.name(),
+        prompt: rendered,
         answer,
         confidence,
         spend: Spend {

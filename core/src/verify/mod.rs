@@ -177,7 +177,11 @@ pub fn verify_solution(
 }
 
 /// Runs the cascade on `candidate`.
-pub fn verify(engine: &Engine, candidate: &Candidate<'_>, options: &VerifyOptions) -> Result<Verification> {
+pub fn verify(
+    engine: &Engine,
+    candidate: &Candidate<'_>,
+    options: &VerifyOptions,
+) -> Result<Verification> {
     options.validate()?;
     if candidate.question.trim().is_empty() {
         return Err(Error::EmptyPrompt);
@@ -194,7 +198,10 @@ pub fn verify(engine: &Engine, candidate: &Candidate<'_>, options: &VerifyOption
         calls: 0,
     };
     let mut accepted = true;
-    for stage in Stage::ALL.into_iter().filter(|s| options.stages.contains(s)) {
+    for stage in Stage::ALL
+        .into_iter()
+        .filter(|s| options.stages.contains(s))
+    {
         let passed = match stage {
             Stage::Agreement => match candidate.vote_share {
                 Some(share) => {
@@ -228,7 +235,11 @@ pub fn verify(engine: &Engine, candidate: &Candidate<'_>, options: &VerifyOption
                     &reasoning,
                     &inferred,
                 );
-                judge.stage(stage, &prompt, &format!("Inferred question: {inferred}\n\n"))?
+                judge.stage(
+                    stage,
+                    &prompt,
+                    &format!("Inferred question: {inferred}\n\n"),
+                )?
             }
             Stage::Factuality | Stage::Correctness => {
                 let template = if stage == Stage::Factuality {
@@ -236,7 +247,13 @@ pub fn verify(engine: &Engine, candidate: &Candidate<'_>, options: &VerifyOption
                 } else {
                     &options.prompts.correctness
                 };
-                let prompt = prompts::fill(template, candidate.question, candidate.answer, &reasoning, "");
+                let prompt = prompts::fill(
+                    template,
+                    candidate.question,
+                    candidate.answer,
+                    &reasoning,
+                    "",
+                );
                 judge.stage(stage, &prompt, "")?
             }
         };
@@ -312,12 +329,11 @@ impl Judge<'_, '_> {
             ..Default::default()
         };
         self.calls += 1;
-        let judged = self.session.generate_parallel(
-            &ids,
-            self.options.votes,
-            &opts,
-            &mut |_, _| ControlFlow::Continue(()),
-        )?;
+        let judged =
+            self.session
+                .generate_parallel(&ids, self.options.votes, &opts, &mut |_, _| {
+                    ControlFlow::Continue(())
+                })?;
         self.samples += judged.len();
         let mut all = true;
         for g in judged {

@@ -97,7 +97,13 @@ impl JudgePrompts {
 }
 
 /// Fills the placeholders of `template`.
-pub(crate) fn fill(template: &str, question: &str, answer: &str, reasoning: &str, inferred: &str) -> String {
+pub(crate) fn fill(
+    template: &str,
+    question: &str,
+    answer: &str,
+    reasoning: &str,
+    inferred: &str,
+) -> String {
     // One pass, so placeholder-like text inside the values stays as it is.
     let mut out = String::with_capacity(template.len() + question.len() + reasoning.len());
     let mut rest = template;
@@ -137,7 +143,11 @@ mod tests {
     fn overrides_replace_only_the_keys_given() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("judge.toml");
-        std::fs::write(&path, "factuality = \"Is {answer} right? [[Y]] or [[N]]\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "factuality = \"Is {answer} right? [[Y]] or [[N]]\"\n",
+        )
+        .unwrap();
         let base = JudgePrompts::for_family("llama");
         let p = base.clone().with_overrides(&path).unwrap();
         assert_eq!(p.factuality, "Is {answer} right? [[Y]] or [[N]]");

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn the_last_verdict_counts() {
         assert_eq!(parse_verdict("Looks right. [[Y]]"), Some(true));
-        assert_eq!(parse_verdict("[[Y]] no wait, 3 + 4 is 7. [[N]]"), Some(false));
+        assert_eq!(
+            parse_verdict("[[Y]] no wait, 3 + 4 is 7. [[N]]"),
+            Some(false)
+        );
         assert_eq!(parse_verdict("[[ yes ]]"), Some(true));
         assert_eq!(parse_verdict("[[n]]"), Some(false));
         assert_eq!(parse_verdict("[[maybe]] [[Y]] [[perhaps]]"), Some(true));
@@ -74,6 +77,9 @@ mod tests {
         assert_eq!(parse_verdict("<think>[[Y]] still thinking"), None);
         assert_eq!(parse_verdict("thought [[N]]</think>[[Y]]"), Some(true));
         assert_eq!(parse_verdict("<think>[[Y]]</think> no verdict"), None);
-        assert_eq!(strip_think("a<think>b</think>c<think>d</think>e").as_deref(), Some("ace"));
+        assert_eq!(
+            strip_think("a<think>b</think>c<think>d</think>e").as_deref(),
+            Some("ace")
+        );
     }
 }
