@@ -34,6 +34,8 @@ fn solution(n: u64) -> Solution {
     };
     Solution {
         strategy: "self-consistency",
+        prompt: format!("<|im_start|>user\nWhat is {n:08} + {n:08}?<|im_end|>\n<|im_start|>assistant\n"),
+        thinking: None,
         answer: Some(format!("{:09}", 2 * n)),
         confidence: 2.0 / 3.0,
         samples: vec![
@@ -45,6 +47,7 @@ fn solution(n: u64) -> Solution {
             samples: 3,
             tokens: 72,
             wall_secs: 0.5,
+            limited: false,
         },
     }
 }
