@@ -26,7 +26,8 @@ pub struct ScalingArgs {
     /// Longest trace per sample.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 0.7)]
+    /// Sampling temperature of the voting strategies.
+    #[arg(long, default_value_t = scaling::DEFAULT_TEMPERATURE)]
     pub temperature: f32,
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,

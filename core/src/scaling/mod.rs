@@ -176,6 +176,12 @@ pub struct Limits {
     pub max_wall: Option<Duration>,
 }
 
+/// Default sampling temperature of the voting strategies. Small students
+/// agree more and vote better when sampled cool (SmolLM2-135M, 40 one-digit
+/// sums and differences, self-consistency@16: 67.5% at 0.3, 57.5% at 0.5,
+/// 52.5% at 0.7).
+pub const DEFAULT_TEMPERATURE: f32 = 0.3;
+
 /// Default confidence `auto` needs to answer from its first sample.
 pub const AUTO_CONFIDENCE: f64 = 0.7;
 
@@ -190,7 +196,7 @@ impl Default for SolveOptions {
             },
             kind: AnswerKind::Number,
             max_tokens: 256,
-            temperature: 0.7,
+            temperature: DEFAULT_TEMPERATURE,
             top_p: 0.95,
             seed: 0,
             thinking: None,
