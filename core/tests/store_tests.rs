@@ -45,7 +45,9 @@ fn solution(n: u64) -> Solution {
             samples: 3,
             tokens: 72,
             wall_secs: 0.5,
+            limited: false,
         },
+        thinking: None,
     }
 }
 
