@@ -115,14 +115,20 @@ struct Host {
 impl Host {
     fn start(db: &Path, listen: &str, extra: &[&str]) -> Host {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let log = db.with_extension("log");
         loop {
+            let stderr = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
             let mut child = Command::new(env!("CARGO_BIN_EXE_edgeloop-trainer"))
                 .args(["serve", "--db"])
                 .arg(db)
                 .args(["--listen", listen, "--token", TOKEN])
                 .args(extra)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(stderr)
                 .spawn()
                 .unwrap();
             let mut line = String::new();
@@ -137,8 +143,7 @@ impl Host {
             }
             // The port of a killed host may take a moment to be free again.
             let status = child.wait().unwrap();
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).ok();
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(
                 Instant::now() < deadline,
                 "edgeloop-trainer did not start ({status}): {err}"
