@@ -5,7 +5,7 @@ use crate::manifest::ManifestError;
 use crate::model::ModelError;
 use crate::sampler::SamplerError;
 use crate::tokenizer::TokenizerError;
-use crate::trace::{RecordError, StoreError};
+use crate::trace::{RecordError, ReportError, StoreError};
 
 /// Anything that can go wrong in edgeloop-core.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,8 @@ pub enum Error {
     Record(#[from] RecordError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
     #[error("empty prompt: give some text or at least one message")]
     EmptyPrompt,
     #[error("prompt of {prompt} tokens plus max_tokens {max_tokens} exceeds the context of {context} tokens")]

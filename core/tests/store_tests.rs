@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeloop_core::scaling::{Sample, Solution, Spend};
 use edgeloop_core::trace::{
-    chosen_sample, content_id, read_bundle, DefaultRedactor, Inserted, ListFilter, ModelInfo,
-    NoRedaction, RecordError, StoreError, StoreOptions, TraceRecord, TraceState, TraceStore,
-    Verification, VerifierVote, SCHEMA_VERSION,
+    chosen_sample, content_id, read_bundle, read_bundle_limited, DefaultRedactor, Inserted,
+    ListFilter, ModelInfo, NoRedaction, RecordError, StoreError, StoreOptions, TraceRecord,
+    TraceState, TraceStore, Verification, VerifierVote, SCHEMA_VERSION,
 };
 
 const MODEL_SHA: &str = "4f3c9a1b2d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
@@ -49,6 +49,7 @@ fn solution(n: u64) -> Solution {
             wall_secs: 0.5,
             limited: false,
         },
+        thinking: None,
     }
 }
 
@@ -937,4 +938,87 @@ fn stored_files_hold_json_text_per_trace() {
     let mut header = [0u8; 16];
     f.read_exact(&mut header).unwrap();
     assert_eq!(&header, b"SQLite format 3\0");
+}
+
+#[test]
+fn a_batch_is_stored_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TraceStore::open(store_path(&dir)).unwrap();
+    store.insert(&record(1, true)).unwrap();
+    let mut bad = record(3, true);
+    bad.confidence = 2.0;
+    let e = store
+        .insert_batch(&[record(2, true), bad])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("confidence"), "{e}");
+    assert_eq!(store.stats().unwrap().traces, 1);
+    let got = store
+        .insert_batch(&[
+            record(1, true),
+            record(2, true),
+            record(2, true),
+            record(4, false),
+        ])
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            Inserted::Duplicate,
+            Inserted::New,
+            Inserted::Duplicate,
+            Inserted::New
+        ]
+    );
+    assert_eq!(store.stats().unwrap().traces, 3);
+}
+
+#[test]
+fn reportable_traces_are_accepted_unreported_and_consented() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TraceStore::open(store_path(&dir)).unwrap();
+    for n in 1..=6 {
+        let mut r = record(n, n != 2);
+        if n == 3 {
+            r = TraceRecord::new(edgeloop_core::trace::TraceParts {
+                model: r.model.clone(),
+                created_at: r.created_at,
+                question: r.question.clone(),
+                prompt: r.prompt.clone(),
+                answer: r.answer.clone(),
+                trace: r.trace.clone(),
+                samples: r.samples.clone(),
+                strategy: r.strategy.clone(),
+                confidence: r.confidence,
+                spend: r.spend,
+                verification: r.verification.clone(),
+                consent: false,
+            });
+        }
+        store.insert(&r).unwrap();
+    }
+    store.mark_reported(&[record(4, true).id]).unwrap();
+    let got: Vec<u64> = store
+        .reportable(10)
+        .unwrap()
+        .iter()
+        .map(|r| r.created_at - 1_700_000_000)
+        .collect();
+    assert_eq!(got, [1, 5, 6]);
+    assert_eq!(store.reportable_count().unwrap(), 3);
+    assert_eq!(store.reportable(2).unwrap().len(), 2);
+}
+
+#[test]
+fn a_bundle_past_the_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TraceStore::open(store_path(&dir)).unwrap();
+    for n in 0..20 {
+        store.insert(&record(n, true)).unwrap();
+    }
+    let out = dir.path().join("b.jsonl.gz");
+    store.export_bundle(&out, &NoRedaction).unwrap();
+    assert_eq!(read_bundle_limited(&out, 10 << 20).unwrap().len(), 20);
+    let e = read_bundle_limited(&out, 5000).unwrap_err().to_string();
+    assert!(e.contains("more than 5000 bytes"), "{e}");
 }

@@ -73,7 +73,7 @@ enum Command {
         #[command(subcommand)]
         command: tasks::TasksCommand,
     },
-    /// List, show, count and export the stored reasoning traces.
+    /// List, show, count, export and report the stored reasoning traces.
     Traces(traces::TracesArgs),
 }
 

@@ -1,11 +1,13 @@
-//! `edgeloop traces`: look into the on-device trace store and export it.
+//! `edgeloop traces`: look into the on-device trace store, export it, and
+//! report it to the host.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use edgeloop_core::trace::{
-    self, DefaultRedactor, ListFilter, NoRedaction, Redactor, StoredTrace, TraceState, TraceStore,
+    self, DefaultRedactor, ListFilter, NoRedaction, Redactor, ReportConfig, ReportError, Reporter,
+    StoredTrace, TraceState, TraceStore,
 };
 
 #[derive(Args)]
@@ -59,6 +61,36 @@ pub enum TracesCommand {
         /// Leave texts as they are.
         #[arg(long)]
         no_redact: bool,
+    },
+    /// Upload accepted traces the user consented to share to the host, in
+    /// batches, and mark what the host acknowledged; e-mail addresses and
+    /// long numbers are masked first. Off until enabled with --enable.
+    /// Without options: one pass over what is not yet reported.
+    Report {
+        /// Turn reporting on, to the host at this base URL
+        /// (e.g. http://127.0.0.1:8470); needs --token.
+        #[arg(
+            long,
+            value_name = "URL",
+            requires = "token",
+            conflicts_with = "disable"
+        )]
+        enable: Option<String>,
+        /// The host's bearer token.
+        #[arg(long, requires = "enable")]
+        token: Option<String>,
+        /// Turn reporting off (forgets the token).
+        #[arg(long)]
+        disable: bool,
+        /// Traces per request (saved with --enable).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Tries per request (saved with --enable).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// The pass's outcome as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -142,8 +174,113 @@ pub fn run(args: &TracesArgs) -> Result<()> {
             let n = store.export_bundle(out, redactor)?;
             eprintln!("exported {n} traces to {}", out.display());
         }
+        TracesCommand::Report {
+            enable,
+            token,
+            disable,
+            batch_size,
+            max_attempts,
+            json,
+        } => {
+            let mut store = store;
+            report(
+                &mut store,
+                enable.as_deref().zip(token.as_deref()),
+                *disable,
+                *batch_size,
+                *max_attempts,
+                *json,
+            )?;
+        }
     }
     Ok(())
+}
+
+fn report(
+    store: &mut TraceStore,
+    enable: Option<(&str, &str)>,
+    disable: bool,
+    batch_size: Option<usize>,
+    max_attempts: Option<u32>,
+    json: bool,
+) -> Result<()> {
+    let settings = ReportConfig::path_for(store.path());
+    let saved = ReportConfig::load(&settings)?;
+    let tune = |c: &mut ReportConfig| {
+        if let Some(n) = batch_size {
+            c.batch_size = n;
+        }
+        if let Some(n) = max_attempts {
+            c.max_attempts = n;
+        }
+    };
+    if let Some((url, token)) = enable {
+        let mut c = ReportConfig::new(url, token);
+        if let Some(old) = saved {
+            // Keep tuned retries and timeouts across a change of host.
+            c = ReportConfig {
+                enabled: true,
+                url: c.url,
+                token: c.token,
+                ..old
+            };
+        }
+        tune(&mut c);
+        c.save(&settings)?;
+        eprintln!(
+            "reporting enabled to {} (settings in {})",
+            c.url,
+            settings.display()
+        );
+        return Ok(());
+    }
+    if disable {
+        if let Some(mut c) = saved {
+            c.enabled = false;
+            c.token.clear();
+            c.save(&settings)?;
+        }
+        eprintln!("reporting disabled");
+        return Ok(());
+    }
+    let mut config = match saved {
+        Some(c) if c.enabled => c,
+        _ => return Err(ReportError::Disabled { path: settings }.into()),
+    };
+    tune(&mut config);
+    let mut reporter = Reporter::new(config)?;
+    let summary = reporter.run_pass(store);
+    if json {
+        let v = serde_json::json!({
+            "batches": summary.batches,
+            "sent": summary.sent,
+            "accepted": summary.accepted,
+            "duplicates": summary.duplicates,
+            "marked": summary.marked,
+            "retries": summary.retries,
+            "remaining": summary.remaining,
+            "left": summary.left.iter().map(|(id, why)| serde_json::json!({"id": id, "why": why})).collect::<Vec<_>>(),
+            "error": summary.error.as_ref().map(|e| e.to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "reported {} traces in {} batches ({} new at the host, {} it already held, {} retries); {} left to report",
+            summary.marked,
+            summary.batches,
+            summary.accepted,
+            summary.duplicates,
+            summary.retries,
+            summary.remaining
+        );
+        for (id, why) in &summary.left {
+            eprintln!("  {id}: {why}");
+        }
+    }
+    match summary.error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn verdict(t: &StoredTrace) -> &'static str {

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX traces_by_time ON traces (created_at, seq);",
 )];
 
+/// Rows the reporter may send: accepted, not yet reported, with consent
+/// (read from the record's JSON).
+const REPORTABLE: &str =
+    "state = 'stored' AND accepted = 1 AND json_extract(record, '$.consent') = 1";
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -105,6 +110,10 @@ pub enum StoreError {
         #[source]
         source: RecordError,
     },
+    #[error(
+        "{path}: bundle holds more than {max_bytes} bytes (decompressed); refusing to read it"
+    )]
+    BundleTooLarge { path: PathBuf, max_bytes: u64 },
     #[error("{path}: line {line}: {source}")]
     BadBundleLine {
         path: PathBuf,
@@ -426,68 +435,40 @@ impl TraceStore {
     /// [`Inserted::Upgraded`]. Under a size cap it evicts what it may
     /// (see [`TraceStore::evict`]) or fails with [`StoreError::Full`].
     pub fn insert(&mut self, record: &TraceRecord) -> Result<Inserted> {
-        record
-            .validate()
-            .map_err(|source| StoreError::InvalidRecord {
-                id: record.id.clone(),
-                source,
-            })?;
-        let accepted = record.verification.accepted;
-        if !accepted && !self.options.keep_rejected {
-            return Ok(Inserted::Discarded);
+        Ok(self.insert_batch(std::slice::from_ref(record))?[0])
+    }
+
+    /// Stores `records` in one transaction, as [`TraceStore::insert`] does
+    /// each: all are validated first, and either every one is stored (or
+    /// found a duplicate) or, on an error, none is. Durable on return. A
+    /// record whose id comes twice is stored once; the later copy counts as
+    /// a duplicate.
+    pub fn insert_batch(&mut self, records: &[TraceRecord]) -> Result<Vec<Inserted>> {
+        for record in records {
+            record
+                .validate()
+                .map_err(|source| StoreError::InvalidRecord {
+                    id: record.id.clone(),
+                    source,
+                })?;
         }
-        let json = record.to_json();
-        let size = json.len() as u64;
         let path = self.path.clone();
-        let max = self.options.max_bytes;
-        let e = |op| {
-            let path = &path;
-            move |err| sql_error(path, op, err)
-        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e("begin an insert"))?;
-        let existing: Option<(bool, u64)> = tx
-            .query_row(
-                "SELECT accepted, size FROM traces WHERE id = ?1",
-                [&record.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(e("look up a trace"))?;
-        let outcome = match existing {
-            Some((true, _)) => return Ok(Inserted::Duplicate),
-            Some((false, _)) if !accepted => return Ok(Inserted::Duplicate),
-            Some((false, old)) => {
-                make_room(&tx, &self.path, max, size.saturating_sub(old), &record.id)?;
-                tx.execute(
-                    "UPDATE traces SET accepted = 1, created_at = ?2, size = ?3, record = ?4
-                     WHERE id = ?1",
-                    params![record.id, record.created_at as i64, size as i64, json],
-                )
-                .map_err(e("store a trace"))?;
-                Inserted::Upgraded
-            }
-            None => {
-                make_room(&tx, &self.path, max, size, &record.id)?;
-                tx.execute(
-                    "INSERT INTO traces (id, created_at, state, accepted, size, record)
-                     VALUES (?1, ?2, 'stored', ?3, ?4, ?5)",
-                    params![
-                        record.id,
-                        record.created_at as i64,
-                        accepted,
-                        size as i64,
-                        json
-                    ],
-                )
-                .map_err(e("store a trace"))?;
-                Inserted::New
-            }
-        };
-        tx.commit().map_err(e("commit a trace"))?;
-        Ok(outcome)
+            .map_err(|e| sql_error(&path, "begin an insert", e))?;
+        let outcomes = records
+            .iter()
+            .map(|r| insert_row(&tx, &path, &self.options, r))
+            .collect::<Result<Vec<_>>>()?;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Inserted::New | Inserted::Upgraded))
+        {
+            tx.commit()
+                .map_err(|e| sql_error(&path, "commit a trace", e))?;
+        }
+        Ok(outcomes)
     }
 
     /// The trace with this id, if stored.
@@ -584,6 +565,30 @@ impl TraceStore {
             [limit.min(i64::MAX as usize) as i64],
         )?;
         Ok(rows.into_iter().map(|t| t.record).collect())
+    }
+
+    /// Accepted traces not yet reported whose `consent` is set, oldest
+    /// first, at most `limit`: what the reporter may send.
+    pub fn reportable(&self, limit: usize) -> Result<Vec<TraceRecord>> {
+        let rows = self.query(
+            &format!(
+                "SELECT id, state, size, record FROM traces WHERE {REPORTABLE}
+                 ORDER BY created_at, seq LIMIT ?1"
+            ),
+            [limit.min(i64::MAX as usize) as i64],
+        )?;
+        Ok(rows.into_iter().map(|t| t.record).collect())
+    }
+
+    /// How many traces [`TraceStore::reportable`] could return.
+    pub fn reportable_count(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM traces WHERE {REPORTABLE}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("count traces"))
     }
 
     /// Marks these traces reported (acknowledged by the host), in one
@@ -760,6 +765,12 @@ impl TraceStore {
 /// Reads a bundle written by [`TraceStore::export_bundle`] (plain or gzip,
 /// told by its first bytes), validating every record.
 pub fn read_bundle(path: &Path) -> Result<Vec<TraceRecord>> {
+    read_bundle_limited(path, u64::MAX)
+}
+
+/// [`read_bundle`] that refuses a bundle whose (decompressed) text is
+/// longer than `max_bytes`, before holding more than that in memory.
+pub fn read_bundle_limited(path: &Path, max_bytes: u64) -> Result<Vec<TraceRecord>> {
     let io = |op| {
         move |source| StoreError::Io {
             path: path.to_path_buf(),
@@ -779,14 +790,23 @@ pub fn read_bundle(path: &Path) -> Result<Vec<TraceRecord>> {
     };
     let mut records = Vec::new();
     let mut buf = Vec::new();
+    let mut total = 0u64;
     for line in 1.. {
         buf.clear();
+        let left = max_bytes.saturating_sub(total).saturating_add(1);
         let n = (&mut reader)
-            .take(MAX_RECORD_BYTES as u64 + 1)
+            .take((MAX_RECORD_BYTES as u64 + 1).min(left))
             .read_until(b'\n', &mut buf)
             .map_err(io("read the bundle"))?;
         if n == 0 {
             break;
+        }
+        total += n as u64;
+        if total > max_bytes {
+            return Err(StoreError::BundleTooLarge {
+                path: path.to_path_buf(),
+                max_bytes,
+            });
         }
         let bad = |source| StoreError::BadBundleLine {
             path: path.to_path_buf(),
@@ -872,6 +892,62 @@ fn check_file(path: &Path) -> Result<bool> {
         });
     }
     Ok(false)
+}
+
+/// Within a write transaction: stores one validated record (see
+/// [`TraceStore::insert`]).
+fn insert_row(
+    tx: &Connection,
+    path: &Path,
+    options: &StoreOptions,
+    record: &TraceRecord,
+) -> Result<Inserted> {
+    let accepted = record.verification.accepted;
+    if !accepted && !options.keep_rejected {
+        return Ok(Inserted::Discarded);
+    }
+    let json = record.to_json();
+    let size = json.len() as u64;
+    let max = options.max_bytes;
+    let e = |op| move |err| sql_error(path, op, err);
+    let existing: Option<(bool, u64)> = tx
+        .query_row(
+            "SELECT accepted, size FROM traces WHERE id = ?1",
+            [&record.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(e("look up a trace"))?;
+    Ok(match existing {
+        Some((true, _)) => Inserted::Duplicate,
+        Some((false, _)) if !accepted => Inserted::Duplicate,
+        Some((false, old)) => {
+            make_room(tx, path, max, size.saturating_sub(old), &record.id)?;
+            tx.execute(
+                "UPDATE traces SET accepted = 1, created_at = ?2, size = ?3, record = ?4
+                 WHERE id = ?1",
+                params![record.id, record.created_at as i64, size as i64, json],
+            )
+            .map_err(e("store a trace"))?;
+            Inserted::Upgraded
+        }
+        None => {
+            make_room(tx, path, max, size, &record.id)?;
+            tx.execute(
+                "INSERT INTO traces (id, created_at, state, accepted, size, record)
+                 VALUES (?1, ?2, 'stored', ?3, ?4, ?5)",
+                params![
+                    record.id,
+                    record.created_at as i64,
+                    accepted,
+                    size as i64,
+                    json
+                ],
+            )
+            .map_err(e("store a trace"))?;
+            Inserted::New
+        }
+    })
 }
 
 fn sql_error(path: &Path, op: &'static str, e: rusqlite::Error) -> StoreError {

@@ -1,0 +1,165 @@
+//! `edgeloop-trainer`: the host side of reporting. Devices upload traces to
+//! `serve`; bundles carried by hand go through `import`; `stats` counts
+//! what the host holds. The host keeps traces in its own trace store
+//! (the same SQLite layout as a device's).
+
+mod ingest;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use edgeloop_core::trace::{read_bundle_limited, TraceStore};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeloop-trainer",
+    version,
+    about = "Receive, import and count the reasoning traces devices report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve POST /v1/traces and GET /v1/health.
+    Serve {
+        /// The host's trace store (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Address to listen on; loopback unless told otherwise. Port 0
+        /// picks a free one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: SocketAddr,
+        /// Bearer token devices must send (else $EDGELOOP_TRAINER_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Largest request body as sent (compressed), in bytes.
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_body: usize,
+        /// Largest batch once decompressed, in bytes.
+        #[arg(long, default_value_t = 64 * 1024 * 1024)]
+        max_json: usize,
+    },
+    /// Store the traces of bundles written by `edgeloop traces export`
+    /// (JSON Lines, plain or gzip). Each bundle is checked whole first;
+    /// traces without consent are skipped; known ids are skipped.
+    Import {
+        #[arg(long)]
+        db: PathBuf,
+        /// Largest bundle once decompressed, in bytes.
+        #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+        max_bytes: u64,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Counts and sizes of the host's store.
+    Stats {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Environment variable with the serve token, so it need not be on the
+/// command line.
+const TOKEN_ENV: &str = "EDGELOOP_TRAINER_TOKEN";
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            db,
+            listen,
+            token,
+            max_body,
+            max_json,
+        } => {
+            let token = match token {
+                Some(t) => t,
+                None => std::env::var(TOKEN_ENV)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .with_context(|| format!("give --token or set {TOKEN_ENV}"))?,
+            };
+            if token.len() < 8 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("the token must be at least 8 printable ASCII characters without spaces");
+            }
+            if max_body == 0 || max_json == 0 {
+                bail!("--max-body and --max-json must be at least 1");
+            }
+            serve::run(serve::ServeOptions {
+                db,
+                listen,
+                token,
+                max_body,
+                max_json,
+            })
+        }
+        Command::Import {
+            db,
+            max_bytes,
+            files,
+        } => {
+            let mut store = TraceStore::open(&db)?;
+            for file in &files {
+                import(&mut store, file, max_bytes)?;
+            }
+            Ok(())
+        }
+        Command::Stats { db, json } => {
+            if !db.exists() {
+                bail!("no host store at {}", db.display());
+            }
+            let store = TraceStore::open(&db)?;
+            let s = store.stats()?;
+            if json {
+                let mut v = serde_json::to_value(&s)?;
+                v["path"] = db.display().to_string().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("store:        {}", db.display());
+                println!("traces:       {}", s.traces);
+                println!("accepted:     {}", s.accepted);
+                println!("rejected:     {}", s.rejected);
+                println!("record bytes: {}", s.record_bytes);
+                println!("file bytes:   {}", s.file_bytes);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Imports one bundle: a regular file, read as one JSON Lines stream. A
+/// bundle names no other files, so nothing in it is ever used as a path.
+fn import(store: &mut TraceStore, file: &Path, max_bytes: u64) -> Result<()> {
+    let meta = std::fs::metadata(file).with_context(|| format!("{}", file.display()))?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", file.display());
+    }
+    let records = read_bundle_limited(file, max_bytes)?;
+    let total = records.len();
+    let consented: Vec<_> = records.into_iter().filter(|r| r.consent).collect();
+    let skipped = total - consented.len();
+    let ack = ingest::store_batch(store, &consented)?;
+    eprintln!(
+        "{}: {} new, {} already held, {} without consent skipped",
+        file.display(),
+        ack.accepted.len(),
+        ack.duplicates.len(),
+        skipped
+    );
+    Ok(())
+}
