@@ -34,7 +34,9 @@ fn solution(n: u64) -> Solution {
     };
     Solution {
         strategy: "self-consistency",
-        prompt: format!("<|im_start|>user\nWhat is {n:08} + {n:08}?<|im_end|>\n<|im_start|>assistant\n"),
+        prompt: format!(
+            "<|im_start|>user\nWhat is {n:08} + {n:08}?<|im_end|>\n<|im_start|>assistant\n"
+        ),
         thinking: None,
         answer: Some(format!("{:09}", 2 * n)),
         confidence: 2.0 / 3.0,
