@@ -4,16 +4,19 @@
 //! fault-injecting proxy between the two, and kill -9 of either side in the
 //! middle of an upload.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{assert_host_holds, host_ids, Host, TOKEN};
 use edgeloop_core::trace::{
     ListFilter, ModelInfo, ReportConfig, Reporter, TraceParts, TraceRecord, TraceSample,
     TraceSpend, TraceStore, Verification, VerifierVote,
@@ -21,7 +24,6 @@ use edgeloop_core::trace::{
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-const TOKEN: &str = "test-token-0123456789";
 const MODEL_SHA: &str = "4f3c9a1b2d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
 
 /// Trace `n`: accepted or not, consented or not. Its question holds an
@@ -81,91 +83,6 @@ fn device_store(path: &Path, n: u64) -> HashSet<String> {
         }
     }
     expected
-}
-
-fn host_ids(db: &Path) -> Vec<String> {
-    let store = TraceStore::open(db).unwrap();
-    store
-        .list(&ListFilter::default())
-        .unwrap()
-        .into_iter()
-        .map(|t| t.record.id)
-        .collect()
-}
-
-/// Holds exactly `expected`, each once, and opens cleanly (the open runs
-/// SQLite's integrity check).
-fn assert_host_holds(db: &Path, expected: &HashSet<String>) {
-    let ids = host_ids(db);
-    let set: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(ids.len(), set.len(), "an id is stored twice");
-    assert_eq!(set.len(), expected.len());
-    assert!(
-        set == *expected,
-        "the host holds other traces than expected"
-    );
-}
-
-/// A running `edgeloop-trainer serve`; killed (-9) when dropped.
-struct Host {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Host {
-    fn start(db: &Path, listen: &str, extra: &[&str]) -> Host {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let log = db.with_extension("log");
-        loop {
-            let stderr = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_edgeloop-trainer"))
-                .args(["serve", "--db"])
-                .arg(db)
-                .args(["--listen", listen, "--token", TOKEN])
-                .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(stderr)
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-                return Host {
-                    child,
-                    addr: addr.parse().unwrap(),
-                };
-            }
-            // The port of a killed host may take a moment to be free again.
-            let status = child.wait().unwrap();
-            let err = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "edgeloop-trainer did not start ({status}): {err}"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status and body.

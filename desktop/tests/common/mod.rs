@@ -1,0 +1,103 @@
+//! Helpers shared by the desktop integration tests: a running
+//! `edgeloop-trainer serve` and what its database holds.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use edgeloop_core::trace::{ListFilter, TraceStore};
+
+/// The bearer token the test hosts accept.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// Ids of the traces the host database at `db` holds.
+pub fn host_ids(db: &Path) -> Vec<String> {
+    let store = TraceStore::open(db).unwrap();
+    store
+        .list(&ListFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|t| t.record.id)
+        .collect()
+}
+
+/// Holds exactly `expected`, each once, and opens cleanly (the open runs
+/// SQLite's integrity check).
+pub fn assert_host_holds(db: &Path, expected: &HashSet<String>) {
+    let ids = host_ids(db);
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), set.len(), "an id is stored twice");
+    assert_eq!(set.len(), expected.len());
+    assert!(
+        set == *expected,
+        "the host holds other traces than expected"
+    );
+}
+
+/// A running `edgeloop-trainer serve`; killed (-9) when dropped.
+pub struct Host {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Host {
+    pub fn start(db: &Path, listen: &str, extra: &[&str]) -> Host {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let log = db.with_extension("log");
+        loop {
+            let stderr = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_edgeloop-trainer"))
+                .args(["serve", "--db"])
+                .arg(db)
+                .args(["--listen", listen, "--token", TOKEN])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(stderr)
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                return Host {
+                    child,
+                    addr: addr.parse().unwrap(),
+                };
+            }
+            // The port of a killed host may take a moment to be free again.
+            let status = child.wait().unwrap();
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "edgeloop-trainer did not start ({status}): {err}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
