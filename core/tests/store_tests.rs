@@ -51,7 +51,6 @@ fn solution(n: u64) -> Solution {
             wall_secs: 0.5,
             limited: false,
         },
-        thinking: None,
     }
 }
 
