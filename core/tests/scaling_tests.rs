@@ -54,7 +54,10 @@ fn best_of_n_picks_the_most_likely_answered_sample() {
     let s = solve(
         smollm2(),
         "What is 7 + 5?",
-        &options(Strategy::BestOfN { samples: 5 }),
+        &options(Strategy::BestOfN {
+            samples: 5,
+            judges: 0,
+        }),
     )
     .unwrap();
     assert_eq!(s.spend.samples, 5);
@@ -67,6 +70,33 @@ fn best_of_n_picks_the_most_likely_answered_sample() {
     let chosen = s.samples.iter().find(|x| x.mean_logprob == best).unwrap();
     assert_eq!(s.answer, chosen.answer);
     assert!((s.confidence - (best as f64).exp()).abs() < 1e-6);
+}
+
+#[test]
+fn best_of_n_ranks_distinct_answers_by_the_judges_verdicts() {
+    let s = solve(
+        smollm2(),
+        "What is 8 + 6?",
+        &options(Strategy::BestOfN {
+            samples: 6,
+            judges: 2,
+        }),
+    )
+    .unwrap();
+    let mut distinct: Vec<&String> = s.samples.iter().filter_map(|x| x.answer.as_ref()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        s.spend.judgements,
+        2 * distinct.len(),
+        "each answer judged twice"
+    );
+    let sampled: usize = s.samples.iter().map(|x| x.tokens).sum();
+    assert!(s.spend.tokens > sampled, "judge tokens are counted");
+    if !distinct.is_empty() {
+        assert!(distinct.contains(&s.answer.as_ref().unwrap()));
+        assert!([0.0, 0.5, 1.0].contains(&s.confidence), "{}", s.confidence);
+    }
 }
 
 #[test]

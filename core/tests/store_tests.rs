@@ -50,6 +50,7 @@ fn solution(n: u64) -> Solution {
             tokens: 72,
             wall_secs: 0.5,
             limited: false,
+            judgements: 0,
         },
     }
 }

@@ -48,10 +48,12 @@ pub enum Strategy {
         threshold: f64,
         window: Option<usize>,
     },
-    /// `samples` samples decoded together; the answered one with the highest
-    /// mean token log-probability wins (the model's own judgement of its
-    /// traces, until the verifier ranks them).
-    BestOfN { samples: usize },
+    /// `samples` samples decoded together, ranked by the model's own
+    /// verdicts: each distinct answer is judged `judges` times by the
+    /// verifier's correctness stage, the answer with the most `[[Y]]` wins,
+    /// mean token log-probability breaking ties. With `judges = 0` the
+    /// answered sample with the highest mean log-probability wins.
+    BestOfN { samples: usize, judges: usize },
     /// DeepConf (online): `warmup` traces set a confidence threshold that
     /// keeps about `keep_percent`% of traces; the other traces, up to
     /// `samples` in all, are stopped as soon as the mean token confidence of
@@ -89,7 +91,7 @@ impl Strategy {
         match name {
             "greedy" => Ok(Strategy::Greedy),
             "self-consistency" | "sc" => Ok(Strategy::SelfConsistency { samples }),
-            "best-of-n" => Ok(Strategy::BestOfN { samples }),
+            "best-of-n" => Ok(Strategy::BestOfN { samples, judges: 3 }),
             "confidence" => Ok(Strategy::Confidence {
                 warmup: (samples / 4).max(1),
                 samples,
@@ -225,6 +227,9 @@ pub struct Spend {
     pub wall_secs: f64,
     /// Whether a cap of [`Limits`] stopped the call.
     pub limited: bool,
+    /// Judgements generated to rank samples (best-of-n), counted in
+    /// `tokens` too.
+    pub judgements: usize,
 }
 
 /// How a budget-forced trace thought.
@@ -311,6 +316,8 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
         spent: 0,
         limited: false,
         thinking: None,
+        judgements: 0,
+        judge_tokens: 0,
     };
     let (answer, confidence) = match options.strategy {
         Strategy::Greedy => run.greedy()?,
@@ -319,10 +326,14 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             run.wave(samples)?;
             run.verdict()
         }
-        Strategy::BestOfN { samples } => {
+        Strategy::BestOfN { samples, judges } => {
             check_samples(samples)?;
             run.wave(samples)?;
-            run.best()
+            if judges == 0 {
+                run.best()
+            } else {
+                run.best_judged(question, judges)?
+            }
         }
         Strategy::Confidence {
             warmup,
@@ -368,9 +379,10 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
         confidence,
         spend: Spend {
             samples: run.samples.len(),
-            tokens: run.samples.iter().map(|s| s.tokens).sum(),
+            tokens: run.samples.iter().map(|s| s.tokens).sum::<usize>() + run.judge_tokens,
             wall_secs: start.elapsed().as_secs_f64(),
             limited: run.limited,
+            judgements: run.judgements,
         },
         samples: run.samples,
         thinking: run.thinking,
@@ -407,6 +419,9 @@ struct Run<'e, 'o> {
     /// Whether a limit stopped generation.
     limited: bool,
     thinking: Option<Thinking>,
+    /// Judgements generated to rank samples, and their tokens.
+    judgements: usize,
+    judge_tokens: usize,
 }
 
 impl Run<'_, '_> {
@@ -603,6 +618,61 @@ impl Run<'_, '_> {
             }
         }
         Ok(self.verdict())
+    }
+
+    /// Each distinct answer judged `judges` times by the verifier's
+    /// correctness stage (with its most likely trace as reasoning); the most
+    /// accepted answer wins, the higher mean log-probability on ties. The
+    /// confidence is the winner's share of accepting judges.
+    fn best_judged(&mut self, question: &str, judges: usize) -> Result<(Option<String>, f64)> {
+        let mut candidates: Vec<&Sample> = Vec::new();
+        for s in self.samples.iter().filter(|s| s.answer.is_some()) {
+            match candidates.iter_mut().find(|c| c.answer == s.answer) {
+                Some(c) if c.mean_logprob < s.mean_logprob => *c = s,
+                Some(_) => {}
+                None => candidates.push(s),
+            }
+        }
+        let options = crate::verify::VerifyOptions {
+            stages: vec![crate::verify::Stage::Correctness],
+            votes: judges,
+            seed: self.options.seed,
+            ..crate::verify::VerifyOptions::for_engine(self.engine)
+        };
+        let mut best: Option<(usize, f32, Option<String>)> = None;
+        let (mut judgements, mut tokens) = (0, 0);
+        for c in candidates {
+            if self.exhausted() {
+                self.limited = true;
+                break;
+            }
+            let answer = c.answer.as_deref().expect("answered");
+            let v = crate::verify::verify(
+                self.engine,
+                &crate::verify::Candidate {
+                    question,
+                    answer,
+                    reasoning: &c.text,
+                    vote_share: None,
+                },
+                &options,
+            )?;
+            judgements += v.spend.samples as usize;
+            tokens += v.spend.tokens as usize;
+            let yes = v.votes.iter().filter(|x| x.verdict == Some(true)).count();
+            if best
+                .as_ref()
+                .is_none_or(|(y, lp, _)| yes > *y || (yes == *y && c.mean_logprob > *lp))
+            {
+                best = Some((yes, c.mean_logprob, c.answer.clone()));
+            }
+        }
+        self.judgements += judgements;
+        self.spent += tokens;
+        self.judge_tokens += tokens;
+        Ok(best.map_or((None, 0.0), |(yes, _, answer)| {
+            (answer, yes as f64 / judges as f64)
+        }))
     }
 
     /// The answered sample with the highest mean log-probability.
