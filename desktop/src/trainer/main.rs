@@ -1,8 +1,10 @@
 //! `edgeloop-trainer`: the host side of reporting. Devices upload traces to
 //! `serve`; bundles carried by hand go through `import`; `stats` counts
-//! what the host holds. The host keeps traces in its own trace store
-//! (the same SQLite layout as a device's).
+//! what the host holds; `curate` turns it into a fine-tuning dataset. The
+//! host keeps traces in its own trace store (the same SQLite layout as a
+//! device's).
 
+mod curate;
 mod ingest;
 mod serve;
 
@@ -17,7 +19,7 @@ use edgeloop_core::trace::{read_bundle_limited, TraceStore};
 #[command(
     name = "edgeloop-trainer",
     version,
-    about = "Receive, import and count the reasoning traces devices report"
+    about = "Receive, import, count and curate the reasoning traces devices report"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,6 +65,45 @@ enum Command {
         db: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Build a chat fine-tuning dataset from the host's store: train and
+    /// validation as JSON Lines and Parquet, with a manifest.
+    Curate {
+        #[arg(long)]
+        db: PathBuf,
+        /// Folder for train.jsonl, val.jsonl, train.parquet, val.parquet
+        /// and manifest.json (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Fewest samples whose answer is the trace's answer.
+        #[arg(long, default_value_t = 1)]
+        min_votes: usize,
+        /// Smallest share of the samples agreeing with the answer (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        min_share: f64,
+        /// Most traces per question (near duplicates count as one
+        /// question); the most confident are kept.
+        #[arg(long, default_value_t = 4)]
+        max_per_question: usize,
+        /// Shortest trace, in characters.
+        #[arg(long, default_value_t = 1)]
+        min_chars: usize,
+        /// Longest trace, in characters.
+        #[arg(long, default_value_t = 16_384)]
+        max_chars: usize,
+        /// MinHash Jaccard estimate from which two questions are near
+        /// duplicates (0 to 1).
+        #[arg(long, default_value_t = 0.8)]
+        near_dup_threshold: f64,
+        /// Share of the questions held out for validation (0 to 1).
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep traces the verifier rejected (a control without its
+        /// filtering; not for real training data).
+        #[arg(long)]
+        include_rejected: bool,
     },
 }
 
@@ -139,6 +180,33 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Curate {
+            db,
+            out,
+            min_votes,
+            min_share,
+            max_per_question,
+            min_chars,
+            max_chars,
+            near_dup_threshold,
+            val_fraction,
+            seed,
+            include_rejected,
+        } => curate::run(
+            &db,
+            &out,
+            &curate::CurateOptions {
+                min_votes,
+                min_share,
+                max_per_question,
+                min_chars,
+                max_chars,
+                near_dup_threshold,
+                val_fraction,
+                seed,
+                include_rejected,
+            },
+        ),
     }
 }
 
