@@ -692,3 +692,77 @@ fn sha256_file(p: &Path) -> Result<String> {
         .map(|b| format!("{b:02x}"))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_ignores_case_and_spacing_around_punctuation_only() {
+        assert_eq!(normalize("What is 3 + 4?"), "what is 3 + 4 ?");
+        assert_eq!(normalize("what is 3+4 ?"), normalize("What is 3 + 4?"));
+        assert_eq!(
+            normalize("  WHAT\tis 3 +\n4 ? "),
+            normalize("What is 3 + 4?")
+        );
+        assert_ne!(normalize("What is 3 4?"), normalize("What is 34?"));
+        assert_eq!(numbers(&normalize("Add 12 and 3.5")), ["12", "3", "5"]);
+    }
+
+    #[test]
+    fn near_duplicates_need_the_same_numbers() {
+        let opts = CurateOptions::default();
+        let q = |s: &str| normalize(s);
+        let mut questions = vec![
+            q("A farmer has 12 apples and buys 7 more. How many apples does the farmer have now?"),
+            q("A farmer has 12 apples and buys 7 more. How many apples does the farmer have?"),
+            q("A farmer has 13 apples and buys 7 more. How many apples does the farmer have now?"),
+        ];
+        questions.sort();
+        let root = cluster(&questions, &opts);
+        let of = |s: &str| root[questions.iter().position(|x| *x == q(s)).unwrap()];
+        assert_eq!(
+            of("A farmer has 12 apples and buys 7 more. How many apples does the farmer have now?"),
+            of("A farmer has 12 apples and buys 7 more. How many apples does the farmer have?")
+        );
+        assert_ne!(
+            of("A farmer has 12 apples and buys 7 more. How many apples does the farmer have now?"),
+            of("A farmer has 13 apples and buys 7 more. How many apples does the farmer have now?")
+        );
+    }
+
+    fn with_prompt(question: &str, prompt: &str) -> TraceRecord {
+        serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "id": "x", "model": {"name": "m", "sha256": "0"},
+            "created_at": 0, "question": question, "prompt": prompt, "answer": null,
+            "trace": "t", "samples": [], "strategy": "greedy", "confidence": 1.0,
+            "spend": {"samples": 0, "tokens": 0, "wall_secs": 0.0},
+            "verification": {"accepted": true, "votes": [],
+                "spend": {"samples": 0, "tokens": 0, "wall_secs": 0.0}},
+            "consent": true
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn user_turn_is_recovered_from_common_templates() {
+        let asked = "What is 2 + 2?\nAnswer on a last line.";
+        for prompt in [
+            "<|im_start|>user\nWhat is 2 + 2?\nAnswer on a last line.<|im_end|>\n<|im_start|>assistant\n",
+            "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 2?\nAnswer on a last line.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "<bos><start_of_turn>user\nWhat is 2 + 2?\nAnswer on a last line.<end_of_turn>\n<start_of_turn>model\n",
+        ] {
+            assert_eq!(user_turn(&with_prompt("What is 2 + 2?", prompt)), asked);
+        }
+        // No known marker closes the turn, or the prompt lacks the question.
+        for prompt in [
+            "User: What is 2 + 2? Assistant:",
+            "<|im_start|>user\nelse<|im_end|>",
+        ] {
+            assert_eq!(
+                user_turn(&with_prompt("What is 2 + 2?", prompt)),
+                "What is 2 + 2?"
+            );
+        }
+    }
+}
