@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::Args;
 use edgeloop_core::scaling::{self, normalize};
-use edgeloop_core::verify;
+use edgeloop_core::verify::{self, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -119,6 +119,8 @@ impl VerifyReport {
             entry.reached += 1;
             entry.passed += usize::from(passed && (i + 1 < stages.len() || v.accepted));
         }
+        let order = |name: &str| Stage::ALL.iter().position(|s| s.name() == name);
+        self.stages.sort_by_key(|s| order(&s.stage));
         if v.accepted {
             self.accepted += 1;
             self.accepted_correct += usize::from(correct);
