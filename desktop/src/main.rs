@@ -182,6 +182,14 @@ impl SamplingArgs {
 }
 
 fn main() {
+    // Output piped into `head` and the like ends quietly when the reader
+    // closes, as for other command-line tools, instead of failing a write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal at start-up,
+    // before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
