@@ -11,10 +11,12 @@
 
 use std::ops::ControlFlow;
 
+use super::run::{within, Run};
+use super::Thinking;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::sampler::TokenChoice;
-use crate::session::{FinishReason, GenerateOptions, Session, StreamEvent};
+use crate::session::{FinishReason, GenerateOptions, Generation, Session, StreamEvent};
 
 /// The text that ends a model's reasoning, and what is appended to force it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,4 +194,35 @@ fn continued(
         ids.extend(tokenizer.encode_with_special(text)?);
     }
     Ok(ids)
+}
+
+impl Run<'_, '_> {
+    pub(super) fn budget(&mut self, budget: ThinkingBudget) -> Result<(Option<String>, f64)> {
+        let opts = GenerateOptions::default();
+        let (limits, deadline, mut spent, mut limited) =
+            (self.options.limits, self.deadline, self.spent, false);
+        let trace = think_with_budget(
+            &mut self.session,
+            self.engine,
+            &self.prompt,
+            &budget,
+            &opts,
+            &mut |_| within(&limits, deadline, &mut spent, &mut limited),
+        )?;
+        self.spent = spent;
+        self.limited |= limited;
+        self.thinking = Some(Thinking {
+            thinking_tokens: trace.thinking_tokens,
+            waits: trace.waits,
+            forced_end: trace.forced_end,
+        });
+        let g = Generation {
+            text: trace.text,
+            tokens: trace.tokens,
+            finish_reason: crate::session::FinishReason::Stop,
+            timings: Default::default(),
+        };
+        let (answer, mean) = self.record(g, Some(1.0));
+        Ok((answer, (mean as f64).exp()))
+    }
 }

@@ -1,0 +1,68 @@
+//! `greedy`: one call, and the answer confidence `auto` decides on.
+
+use super::run::{within, Run};
+use super::{extract, AnswerKind};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::session::{GenerateOptions, Generation};
+
+impl Run<'_, '_> {
+    pub(super) fn greedy(&mut self) -> Result<(Option<String>, f64)> {
+        let opts = GenerateOptions {
+            max_tokens: self.options.max_tokens,
+            ..Default::default()
+        };
+        let (limits, deadline, mut spent, mut limited) =
+            (self.options.limits, self.deadline, self.spent, false);
+        let g = self.session.generate(&self.prompt, &opts, &mut |_| {
+            within(&limits, deadline, &mut spent, &mut limited)
+        })?;
+        self.spent = spent;
+        self.limited |= limited;
+        let confidence = answer_confidence(&g, self.engine, self.options.kind);
+        let (answer, _) = self.record(g, Some(1.0));
+        Ok((answer, confidence))
+    }
+}
+
+/// The model's confidence in the answer of one trace: the probability of
+/// the least likely token of the final `Answer:` line (the tokens that
+/// decide the answer), or the mean token probability of the whole trace
+/// when it has no such line.
+fn answer_confidence(g: &Generation, engine: &Engine, kind: AnswerKind) -> f64 {
+    let whole = (g.mean_logprob() as f64).exp();
+    let Some(marker) = g.text.rfind("Answer:") else {
+        return whole;
+    };
+    if extract(&g.text, kind).is_none() {
+        return 0.0;
+    }
+    let tokenizer = engine.tokenizer();
+    let ids: Vec<u32> = g.tokens.iter().map(|t| t.token).collect();
+    // The first token whose text reaches past the marker.
+    let mut first = None;
+    for k in 1..=ids.len() {
+        match tokenizer.decode(&ids[..k], true) {
+            Ok(text) if text.len() > marker + "Answer:".len() => {
+                first = Some(k - 1);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => return whole,
+        }
+    }
+    let Some(first) = first else {
+        return whole;
+    };
+    let mut lowest: Option<f32> = None;
+    for t in &g.tokens[first..] {
+        let piece = tokenizer.decode(&[t.token], true).unwrap_or_default();
+        if piece.contains('\n') && lowest.is_some() {
+            break;
+        }
+        if piece.chars().any(|c| c.is_alphanumeric()) {
+            lowest = Some(lowest.map_or(t.logprob, |l| l.min(t.logprob)));
+        }
+    }
+    lowest.map_or(whole, |l| (l as f64).exp())
+}
