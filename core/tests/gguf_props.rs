@@ -371,11 +371,14 @@ fn edit() -> impl Strategy<Value = Edit> {
 /// length that is not a multiple of a type's block) and tensors above 64K
 /// elements are left out.
 fn edited(edits: &[Edit]) -> Vec<u8> {
-    let keys: Vec<String> = common::tiny_llama_writer(|_, _| {})
-        .metadata()
-        .iter()
-        .map(|(k, _)| k.to_string())
-        .collect();
+    static KEYS: OnceLock<Vec<String>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        common::tiny_llama_writer(|_, _| {})
+            .metadata()
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect()
+    });
     common::tiny_llama_writer(|w, tensors| {
         for e in edits {
             match e {
