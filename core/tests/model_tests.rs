@@ -3,59 +3,17 @@
 
 use std::sync::Arc;
 
-use edgeloop_core::gguf::{Array, GgufFile, GgufWriter, Value};
+use edgeloop_core::gguf::{GgufFile, GgufWriter, Value};
 use edgeloop_core::model::{Model, ModelError};
-use edgeloop_core::quant::{self, GgmlType};
+use edgeloop_core::quant::GgmlType;
 
-/// A tiny llama model: 1 layer, width 32, 2 heads, vocabulary 64.
+mod common;
+
+/// The tiny llama model of `common`, edited, loaded from memory.
 fn tiny_llama(
-    edit: impl FnOnce(&mut GgufWriter, &mut Vec<(String, Vec<u64>, GgmlType)>),
+    edit: impl FnOnce(&mut GgufWriter, &mut Vec<common::TinyTensor>),
 ) -> Result<Model, ModelError> {
-    let mut w = GgufWriter::new();
-    w.set("general.architecture", Value::String("llama".into()))
-        .set("llama.block_count", Value::U32(1))
-        .set("llama.context_length", Value::U32(128))
-        .set("llama.embedding_length", Value::U32(32))
-        .set("llama.feed_forward_length", Value::U32(64))
-        .set("llama.attention.head_count", Value::U32(2))
-        .set("llama.attention.head_count_kv", Value::U32(1))
-        .set(
-            "tokenizer.ggml.tokens",
-            Value::Array(Array::String((0..64).map(|i| format!("t{i}")).collect())),
-        );
-    let mut tensors: Vec<(String, Vec<u64>, GgmlType)> = vec![
-        ("token_embd.weight".into(), vec![32, 64], GgmlType::Q8_0),
-        ("output_norm.weight".into(), vec![32], GgmlType::F32),
-        ("blk.0.attn_norm.weight".into(), vec![32], GgmlType::F32),
-        ("blk.0.ffn_norm.weight".into(), vec![32], GgmlType::F32),
-        ("blk.0.attn_q.weight".into(), vec![32, 32], GgmlType::Q4_1),
-        ("blk.0.attn_k.weight".into(), vec![32, 16], GgmlType::Q4_1),
-        ("blk.0.attn_v.weight".into(), vec![32, 16], GgmlType::Q4_1),
-        (
-            "blk.0.attn_output.weight".into(),
-            vec![32, 32],
-            GgmlType::Q4_1,
-        ),
-        ("blk.0.ffn_gate.weight".into(), vec![32, 64], GgmlType::Q4_1),
-        ("blk.0.ffn_up.weight".into(), vec![32, 64], GgmlType::Q4_1),
-        ("blk.0.ffn_down.weight".into(), vec![64, 32], GgmlType::Q4_1),
-    ];
-    edit(&mut w, &mut tensors);
-    for (name, dims, dtype) in tensors {
-        let n: u64 = dims.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919 % 97) as f32 / 97.0) - 0.5)
-            .collect();
-        let data = if matches!(
-            dtype,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
-        ) {
-            quant::quantize(dtype, &values).unwrap()
-        } else {
-            vec![0u8; dtype.bytes_for(n).unwrap() as usize]
-        };
-        w.add_tensor(name, &dims, dtype, data).unwrap();
-    }
+    let w = common::tiny_llama_writer(edit);
     let file = GgufFile::from_bytes(w.to_bytes().unwrap())?;
     Model::from_gguf(Arc::new(file))
 }
