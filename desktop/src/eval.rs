@@ -171,6 +171,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let (mut answers, mut confidences, mut right, mut drawn) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut report = args.verify.then(VerifyReport::default);
+        let vopts = if args.verify {
+            Some(args.verifier.options(&engine, options.seed)?)
+        } else {
+            None
+        };
         for task in &tasks {
             let s = scaling::solve(&engine, &task.question, &options)?;
             let ok = s.answer.is_some() && s.answer == normalize(&task.answer, options.kind);
@@ -178,9 +183,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             right.push(ok);
             confidences.push(s.confidence);
             drawn.push(s.spend.samples);
-            if let Some(report) = report.as_mut() {
-                let vopts = args.verifier.options(&engine, options.seed)?;
-                let v = verify::verify_solution(&engine, &task.question, &s, &vopts)?;
+            if let (Some(report), Some(vopts)) = (report.as_mut(), vopts.as_ref()) {
+                let v = verify::verify_solution(&engine, &task.question, &s, vopts)?;
                 report.add(&v, ok);
             }
             samples += s.spend.samples;

@@ -169,8 +169,10 @@ fn tail(s: &str, max: usize) -> &str {
     }
 }
 
-/// Removes `<think>...</think>` blocks; `None` when one is left open.
-fn strip_think(text: &str) -> Option<String> {
+/// Removes `<think>...</think>` blocks (tags in any case; a closing tag
+/// without an opening one ends reasoning begun in the prompt); `None` when
+/// one is left open.
+pub fn strip_think(text: &str) -> Option<String> {
     const OPEN: &str = "<think>";
     const CLOSE: &str = "</think>";
     // ASCII lowercasing keeps byte offsets, so positions in `lower` are

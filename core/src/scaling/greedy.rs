@@ -5,6 +5,7 @@ use super::{extract, AnswerKind};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::session::{GenerateOptions, Generation};
+use crate::tokenizer::TokenStream;
 
 impl Run<'_, '_> {
     pub(super) fn greedy(&mut self) -> Result<(Option<String>, f64)> {
@@ -38,17 +39,19 @@ fn answer_confidence(g: &Generation, engine: &Engine, kind: AnswerKind) -> f64 {
         return 0.0;
     }
     let tokenizer = engine.tokenizer();
-    let ids: Vec<u32> = g.tokens.iter().map(|t| t.token).collect();
-    // The first token whose text reaches past the marker.
+    // The first token whose text reaches past the marker, found by
+    // streaming the tokens once as generation did.
+    let mut stream = TokenStream::new(tokenizer, true);
+    let mut len = 0;
     let mut first = None;
-    for k in 1..=ids.len() {
-        match tokenizer.decode(&ids[..k], true) {
-            Ok(text) if text.len() > marker + "Answer:".len() => {
-                first = Some(k - 1);
-                break;
-            }
-            Ok(_) => {}
+    for (k, t) in g.tokens.iter().enumerate() {
+        match stream.push(t.token) {
+            Ok(piece) => len += piece.len(),
             Err(_) => return whole,
+        }
+        if len > marker + "Answer:".len() {
+            first = Some(k);
+            break;
         }
     }
     let Some(first) = first else {

@@ -35,8 +35,9 @@ use crate::session::{FinishReason, GenerateOptions, Session};
 use crate::tokenizer::ChatMessage;
 use crate::trace::{chosen_sample, TraceSpend, Verification, VerifierVote};
 
+pub use crate::scaling::answer::strip_think;
 pub use prompts::JudgePrompts;
-pub use verdict::{parse_verdict, strip_think};
+pub use verdict::parse_verdict;
 
 /// One check of the cascade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,5 +1,7 @@
 //! Reading a judge's verdict: `[[Y]]` accepts, `[[N]]` rejects.
 
+use crate::scaling::answer::strip_think;
+
 /// The verdict of a judge's text: the last `[[Y]]` or `[[N]]` (spaces inside
 /// the brackets, lower case and `YES`/`NO` allowed) outside `<think>`
 /// blocks. `None` when there is none; an unclosed `<think>` has none.
@@ -20,30 +22,6 @@ pub fn parse_verdict(text: &str) -> Option<bool> {
         rest = after;
     }
     verdict
-}
-
-/// `text` without its `<think>...</think>` blocks; `None` when one is left
-/// open. A `</think>` without an opening tag ends reasoning that started in
-/// the prompt.
-pub fn strip_think(text: &str) -> Option<String> {
-    const OPEN: &str = "<think>";
-    const CLOSE: &str = "</think>";
-    let mut text = text;
-    if let (Some(close), open) = (text.find(CLOSE), text.find(OPEN)) {
-        if open.is_none_or(|o| o > close) {
-            text = &text[close + CLOSE.len()..];
-        }
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find(OPEN) {
-        out.push_str(&rest[..open]);
-        let inner = &rest[open + OPEN.len()..];
-        let close = inner.find(CLOSE)?;
-        rest = &inner[close + CLOSE.len()..];
-    }
-    out.push_str(rest);
-    Some(out)
 }
 
 #[cfg(test)]
@@ -78,8 +56,8 @@ mod tests {
         assert_eq!(parse_verdict("thought [[N]]</think>[[Y]]"), Some(true));
         assert_eq!(parse_verdict("<think>[[Y]]</think> no verdict"), None);
         assert_eq!(
-            strip_think("a<think>b</think>c<think>d</think>e").as_deref(),
-            Some("ace")
+            parse_verdict("a<think>[[N]]</think>[[Y]]<think>[[N]]</think>e"),
+            Some(true)
         );
     }
 }
