@@ -22,7 +22,6 @@ use edgeloop_core::model::{BatchToken, ForwardScratch, Model};
 use edgeloop_core::quant::GgmlType;
 use edgeloop_core::tokenizer::{encode_chat, ChatMessage, ChatTemplate, Tokenizer};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// Counts the bytes in use on the heap and their peak, for the whole test
 /// binary; measurements hold [`MEASURE`] so that tests do not overlap.
@@ -179,20 +178,6 @@ fn run_one_token(model: &Model) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(format!("a loaded model failed to run: {e}")))?;
     prop_assert_eq!(logits.len(), model.config().vocab_size);
     Ok(())
-}
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("EDGELOOP_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/proptest-regressions/gguf_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
 }
 
 /// A position in the base file: three times in four within the header.
@@ -442,7 +427,7 @@ fn every_truncation_is_refused_within_the_bound() {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config("tests/proptest-regressions/gguf_props.txt"))]
 
     /// A prefix of any length is an error or, past the last tensor's end,
     /// the same model.

@@ -6,10 +6,11 @@
 //!
 //! Cases per property: 256, or `EDGELOOP_PROPTEST_CASES` for long runs.
 
+mod common;
+
 use edgeloop_core::scaling::{Sample, Solution, Spend};
 use edgeloop_core::trace::{ModelInfo, TraceRecord, Verification, VerifierVote};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 
 fn base_json() -> String {
@@ -56,20 +57,6 @@ fn base_json() -> String {
         true,
     );
     r.to_json()
-}
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("EDGELOOP_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/proptest-regressions/trace_props.txt",
-        ))),
-        ..ProptestConfig::default()
-    }
 }
 
 /// Any JSON value, with the numbers and strings that stress a decoder.
@@ -198,7 +185,7 @@ fn the_base_record_decodes() {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config("tests/proptest-regressions/trace_props.txt"))]
 
     /// The record's JSON tree edited one to four times.
     #[test]

@@ -154,3 +154,20 @@ pub fn tiny_llama_writer(edit: impl FnOnce(&mut GgufWriter, &mut Vec<TinyTensor>
     }
     w
 }
+
+/// Property-test settings: `EDGELOOP_PROPTEST_CASES` cases (256 by default,
+/// raise it for long runs), failures kept in `regressions` (a path under
+/// `core/`, e.g. `tests/proptest-regressions/NAME.txt`).
+pub fn proptest_config(regressions: &'static str) -> proptest::test_runner::Config {
+    let cases = std::env::var("EDGELOOP_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(regressions),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
