@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_host_holds, Host, TOKEN};
+use common::{assert_host_holds, enable_reporting, traces, Host};
 use edgeloop_core::trace::{ListFilter, TraceStore};
 
 fn edgeloop(args: &[&str]) -> Output {
@@ -92,16 +92,9 @@ fn accepted(store: &Path) -> HashSet<String> {
 }
 
 fn report(store: &str, host: &Host) {
-    let url = host.url();
-    let out = edgeloop(&[
-        "traces", "--store", store, "report", "--enable", &url, "--token", TOKEN,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = edgeloop(&["traces", "--store", store, "report"]);
+    let store = Path::new(store);
+    enable_reporting(store, &host.url(), 50);
+    let out = traces(store, &["report"]);
     assert!(
         out.status.success(),
         "{}",

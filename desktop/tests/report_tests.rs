@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_host_holds, host_ids, Host, TOKEN};
+use common::{assert_host_holds, enable_reporting, host_ids, traces, Host, TOKEN};
 use edgeloop_core::trace::{
     ListFilter, ModelInfo, ReportConfig, Reporter, TraceParts, TraceRecord, TraceSample,
     TraceSpend, TraceStore, Verification, VerifierVote,
@@ -411,16 +411,6 @@ fn reporter_delivers_exactly_the_accepted_consented_traces() {
     assert_eq!(health_traces(host.addr), 45);
 }
 
-fn edgeloop(store: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeloop"))
-        .arg("traces")
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn report_command_is_off_until_enabled() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,30 +419,14 @@ fn report_command_is_off_until_enabled() {
     let expected = device_store(&device, 12);
     let host = Host::start(&db, "127.0.0.1:0", &[]);
 
-    let out = edgeloop(&device, &["report"]);
+    let out = traces(&device, &["report"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reporting is off"), "{err}");
     assert_eq!(health_traces(host.addr), 0);
 
     let url = host.url();
-    let out = edgeloop(
-        &device,
-        &[
-            "report",
-            "--enable",
-            &url,
-            "--token",
-            TOKEN,
-            "--batch-size",
-            "5",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    enable_reporting(&device, &url, 5);
     let settings = dir.path().join("device.report.toml");
     #[cfg(unix)]
     {
@@ -460,7 +434,7 @@ fn report_command_is_off_until_enabled() {
         let mode = std::fs::metadata(&settings).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the token file is readable by others");
     }
-    let out = edgeloop(&device, &["report", "--json"]);
+    let out = traces(&device, &["report", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -472,10 +446,10 @@ fn report_command_is_off_until_enabled() {
     assert_eq!(v["remaining"], 0);
     assert_host_holds(&db, &expected);
 
-    let out = edgeloop(&device, &["report", "--disable"]);
+    let out = traces(&device, &["report", "--disable"]);
     assert!(out.status.success());
     assert!(!std::fs::read_to_string(&settings).unwrap().contains(TOKEN));
-    let out = edgeloop(&device, &["report"]);
+    let out = traces(&device, &["report"]);
     assert!(!out.status.success());
 }
 
@@ -486,7 +460,7 @@ fn import_takes_bundles_once_and_refuses_bad_ones() {
     let db = dir.path().join("host.sqlite");
     device_store(&device, 20);
     let bundle = dir.path().join("b.jsonl.gz");
-    let out = edgeloop(&device, &["export", "--out", bundle.to_str().unwrap()]);
+    let out = traces(&device, &["export", "--out", bundle.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -829,23 +803,7 @@ fn reporter_process_killed_mid_upload_loses_and_duplicates_nothing() {
     let expected = device_store(&device, n);
     let host = Host::start(&db, "127.0.0.1:0", &[]);
     let url = host.url();
-    let out = edgeloop(
-        &device,
-        &[
-            "report",
-            "--enable",
-            &url,
-            "--token",
-            TOKEN,
-            "--batch-size",
-            "3",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    enable_reporting(&device, &url, 3);
 
     let mut mid = 0;
     let mut held = Vec::new();
@@ -880,7 +838,7 @@ fn reporter_process_killed_mid_upload_loses_and_duplicates_nothing() {
         "no kill hit the middle of the upload: {held:?}"
     );
 
-    let out = edgeloop(&device, &["report", "--json"]);
+    let out = traces(&device, &["report", "--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -101,3 +101,36 @@ impl Drop for Host {
         self.kill();
     }
 }
+
+/// Runs `edgeloop traces --store STORE ARGS...`.
+pub fn traces(store: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeloop"))
+        .arg("traces")
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `edgeloop traces report --enable URL --token TOKEN --batch-size N`,
+/// which must succeed.
+pub fn enable_reporting(store: &Path, url: &str, batch_size: usize) {
+    let out = traces(
+        store,
+        &[
+            "report",
+            "--enable",
+            url,
+            "--token",
+            TOKEN,
+            "--batch-size",
+            &batch_size.to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
