@@ -150,7 +150,9 @@ fn strftime_now(format: String) -> String {
     strftime(&format, secs)
 }
 
-fn strftime(format: &str, unix_secs: i64) -> String {
+/// `unix_secs` (UTC) formatted like C's `strftime` with the conversions
+/// listed at [`strftime_now`].
+pub fn strftime(format: &str, unix_secs: i64) -> String {
     const MONTHS: [&str; 12] = [
         "January",
         "February",

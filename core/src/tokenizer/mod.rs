@@ -62,7 +62,9 @@ pub mod vocab;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use chat::{encode_chat, encode_chat_with_thinking, ChatMessage, ChatTemplate, TemplateKind};
+pub use chat::{
+    encode_chat, encode_chat_with_thinking, strftime, ChatMessage, ChatTemplate, TemplateKind,
+};
 pub use stream::TokenStream;
 
 use vocab::{Segment, Vocab};
