@@ -4,8 +4,9 @@ mod bench;
 mod eval;
 mod pull;
 mod solve;
-mod tasks;
 mod traces;
+
+use edgeloop_desktop::tasks;
 
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Task {
     pub question: String,
+    /// Empty for unlabeled seed questions.
+    #[serde(default)]
     pub answer: String,
 }
 

@@ -10,6 +10,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod optim;
 pub mod student;
 

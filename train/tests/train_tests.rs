@@ -310,3 +310,44 @@ fn bad_dataset_lines_are_errors_that_name_the_line() {
     let err = read_jsonl(&long, engine.tokenizer(), engine.template(), 8).unwrap_err();
     assert!(err.to_string().contains("longest sequence"), "{err}");
 }
+
+#[test]
+fn hugging_face_checkpoints_map_onto_the_student() {
+    let (dir, path, engine) = tiny();
+    let trained = Student::from_model(engine.model()).unwrap();
+    distill(
+        &trained,
+        &tiny_examples(&engine),
+        &[],
+        &tiny_options(),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let hf = edgeloop_train::import::to_hf(&trained).unwrap();
+    assert!(hf.contains_key("model.layers.0.self_attn.q_proj.weight"));
+    assert!(hf.contains_key("model.embed_tokens.weight"));
+    // Through a safetensors file, as another trainer would hand it over.
+    let file = dir.path().join("checkpoint.safetensors");
+    edgeloop_train::distill::save_tensors(hf, &file).unwrap();
+    let loaded: BTreeMap<String, Tensor> = candle_core::safetensors::load(&file, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let fresh = Student::open(&path).unwrap();
+    let mapped = edgeloop_train::import::from_hf(loaded.clone(), &fresh).unwrap();
+    fresh.set_weights(&mapped, false).unwrap();
+    assert_eq!(weights_of(&fresh), weights_of(&trained));
+
+    let mut extra = loaded.clone();
+    extra.insert(
+        "model.layers.0.mlp.experts.weight".into(),
+        Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = edgeloop_train::import::from_hf(extra, &fresh).unwrap_err();
+    assert!(err.to_string().contains("experts"), "{err}");
+    let mut missing = loaded;
+    missing.remove("model.layers.0.mlp.up_proj.weight");
+    let err = edgeloop_train::import::from_hf(missing, &fresh).unwrap_err();
+    assert!(err.to_string().contains("blk.0.ffn_up.weight"), "{err}");
+}

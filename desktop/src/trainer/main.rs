@@ -1,12 +1,17 @@
-//! `edgeloop-trainer`: the host side of reporting. Devices upload traces to
+//! `edgeloop-trainer`: the host side of the loop. Devices upload traces to
 //! `serve`; bundles carried by hand go through `import`; `stats` counts
-//! what the host holds; `curate` turns it into a fine-tuning dataset. The
-//! host keeps traces in its own trace store (the same SQLite layout as a
+//! what the host holds; `curate` turns it into a fine-tuning dataset;
+//! `distill` fine-tunes a student on it, `export` writes the result as a
+//! quantized GGUF, `import-checkpoint` brings weights from another trainer,
+//! `eval` compares students, and `round` runs the whole turn. The host
+//! keeps traces in its own trace store (the same SQLite layout as a
 //! device's).
 
 mod curate;
 mod ingest;
+mod round;
 mod serve;
+mod student;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -105,6 +110,78 @@ enum Command {
         #[arg(long)]
         include_rejected: bool,
     },
+    /// Fine-tune a student on a curated dataset (train.jsonl, val.jsonl):
+    /// loss on the assistant's tokens, AdamW, warm-up and cosine decay.
+    /// Resumes from the checkpoint in --out.
+    Distill {
+        /// The student to start from (GGUF).
+        #[arg(long)]
+        student: PathBuf,
+        /// Folder written by `curate`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder for the checkpoint, weights.safetensors and report.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        args: student::DistillArgs,
+    },
+    /// Write trained weights (a `distill` run's weights.safetensors) as a
+    /// quantized GGUF with the parent's tokenizer and template and
+    /// provenance, then check it against the weights with edgeloop's CPU path.
+    Export {
+        /// The student the weights were trained from.
+        #[arg(long)]
+        parent: PathBuf,
+        #[arg(long)]
+        weights: PathBuf,
+        /// The training data (hashed into the provenance).
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+        /// q8_0, q4_0, q4_1, f16 or f32.
+        #[arg(long = "type", default_value = "q8_0")]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Bring a safetensors checkpoint of another trainer (Hugging Face
+    /// names, same architecture as --parent) into GGUF through `export`.
+    ImportCheckpoint {
+        #[arg(long)]
+        parent: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+        #[arg(long = "type", default_value = "q8_0")]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accuracy of students side by side on held-out tasks
+    /// (`{"question","answer"}` JSONL).
+    Eval {
+        /// Student GGUF files (repeat the flag).
+        #[arg(long = "student", required = true)]
+        students: Vec<PathBuf>,
+        #[arg(long)]
+        tasks: PathBuf,
+        /// Strategies, e.g. greedy,auto,adaptive@8.
+        #[arg(long, value_delimiter = ',', default_value = "greedy")]
+        strategy: Vec<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        scaling: edgeloop_desktop::settings::ScalingArgs,
+        /// Also write the results as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// One whole round: solve and verify seed questions with the parent,
+    /// store, curate, distill, export, evaluate against the parent.
+    Round(Box<round::RoundArgs>),
 }
 
 /// Environment variable with the serve token, so it need not be on the
@@ -207,6 +284,57 @@ fn run(cli: Cli) -> Result<()> {
                 include_rejected,
             },
         ),
+        Command::Distill {
+            student,
+            data,
+            out,
+            args,
+        } => student::run_distill(&student, &data, &out, &args).map(drop),
+        Command::Export {
+            parent,
+            weights,
+            dataset,
+            round,
+            dtype,
+            out,
+        } => {
+            let dtype = student::parse_type(&dtype)?;
+            let s = student::student_with(&parent, &student::read_safetensors(&weights)?)?;
+            let prov = student::provenance(&parent, &dataset, round)?;
+            student::export_student(&s, &parent, dtype, &prov, &out).map(drop)
+        }
+        Command::ImportCheckpoint {
+            parent,
+            checkpoint,
+            round,
+            dtype,
+            out,
+        } => {
+            let dtype = student::parse_type(&dtype)?;
+            let s = edgeloop_train::Student::open(&parent)?;
+            let weights =
+                edgeloop_train::import::from_hf(student::read_safetensors(&checkpoint)?, &s)?;
+            s.set_weights(&weights, false)?;
+            let prov = student::provenance(&parent, &checkpoint, round)?;
+            student::export_student(&s, &parent, dtype, &prov, &out).map(drop)
+        }
+        Command::Eval {
+            students,
+            tasks,
+            strategy,
+            limit,
+            scaling,
+            out,
+        } => {
+            let scores = student::compare(&students, &tasks, &strategy, &scaling, limit)?;
+            student::print_scores(&scores);
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_vec_pretty(&scores)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            Ok(())
+        }
+        Command::Round(args) => round::run(&args),
     }
 }
 
