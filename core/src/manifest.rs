@@ -1,10 +1,12 @@
 //! Manifests of the supported students (`models/*.toml`, compiled in): what
-//! each file is, its checksum, and which packages carry it.
+//! each file is, its checksum, and which packages carry it; the manifests
+//! of students a host publishes ([`Published`]); and the model cache
+//! directory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Environment variable that overrides the model cache directory.
@@ -76,6 +78,10 @@ pub enum ManifestError {
         expected: String,
         found: String,
     },
+    #[error("bad model name {name:?}: {reason}")]
+    BadName { name: String, reason: String },
+    #[error("published manifest for {name:?}: {detail}")]
+    BadPublished { name: String, detail: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -172,6 +178,109 @@ pub fn find(name: &str) -> Result<Manifest, ManifestError> {
         })
 }
 
+/// Longest name of a published model.
+pub const MAX_PUBLISHED_NAME: usize = 64;
+
+/// The manifest of a student a host published (`edgeloop-trainer publish`):
+/// what `GET /v1/models/NAME` answers and what `edgeloop pull NAME --from`
+/// keeps beside the file as `NAME.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Published {
+    pub name: String,
+    /// File name on the host, `NAME.gguf`.
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// Distillation round, from the file's `edgeloop.round` (absent when
+    /// the file carries no provenance).
+    pub round: Option<u32>,
+    /// SHA-256 of the parent model, from `edgeloop.parent_sha256`.
+    pub parent_sha256: Option<String>,
+    /// SHA-256 of the training dataset, from `edgeloop.dataset_sha256`.
+    pub dataset_sha256: Option<String>,
+    /// When it was published, RFC 3339 UTC.
+    pub published: String,
+}
+
+impl Published {
+    /// The file name a published model `name` has on the host and in the
+    /// cache.
+    pub fn file_name(name: &str) -> String {
+        format!("{name}.gguf")
+    }
+
+    /// Checks what the fields promise: a valid name, the file named for
+    /// it, a size, a SHA-256 in lower-case hex.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        check_published_name(&self.name)?;
+        let bad = |detail: String| ManifestError::BadPublished {
+            name: self.name.clone(),
+            detail,
+        };
+        if self.file != Self::file_name(&self.name) {
+            return Err(bad(format!(
+                "file is {:?}, expected {:?}",
+                self.file,
+                Self::file_name(&self.name)
+            )));
+        }
+        if self.size == 0 {
+            return Err(bad("size is 0".into()));
+        }
+        if !is_sha256_hex(&self.sha256) {
+            return Err(bad(format!(
+                "sha256 {:?} is not 64 lower-case hex digits",
+                self.sha256
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a pulled published model lives in `cache`.
+    pub fn path_in(&self, cache: &Path) -> PathBuf {
+        published_dir(cache).join(&self.file)
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks the name of a published model: 1 to 64 characters of
+/// `[a-z0-9._-]`, not starting with `.`, and not the name of a built-in
+/// model (which would shadow it). Such a name is safe as a path component.
+pub fn check_published_name(name: &str) -> Result<(), ManifestError> {
+    let bad = |reason: &str| {
+        Err(ManifestError::BadName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() || name.len() > MAX_PUBLISHED_NAME {
+        return bad("a name has 1 to 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+    {
+        return bad("use only a-z, 0-9, '.', '_' and '-'");
+    }
+    if name.starts_with('.') {
+        return bad("a name must not start with '.'");
+    }
+    if builtin().iter().any(|m| m.name == name) {
+        return bad("that is a built-in model's name");
+    }
+    Ok(())
+}
+
+/// The folder of pulled published models in the cache `cache`.
+pub fn published_dir(cache: &Path) -> PathBuf {
+    cache.join("published")
+}
+
 /// The model cache directory: `$EDGELOOP_MODELS_DIR`, else
 /// `$XDG_CACHE_HOME/edgeloop/models`, else `~/.cache/edgeloop/models`.
 pub fn cache_dir() -> PathBuf {
@@ -207,6 +316,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("x.toml"), "{e}");
+    }
+
+    #[test]
+    fn published_names_are_checked() {
+        for good in ["a", "student-7", "s.v2_b", &"x".repeat(64)] {
+            check_published_name(good).unwrap();
+        }
+        for (bad, why) in [
+            ("", "1 to 64"),
+            (&"x".repeat(65) as &str, "1 to 64"),
+            (".hidden", "start with '.'"),
+            ("..", "start with '.'"),
+            ("Upper", "a-z"),
+            ("a/b", "a-z"),
+            ("a b", "a-z"),
+            ("smollm2-135m-instruct", "built-in"),
+        ] {
+            let e = check_published_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn published_manifests_are_validated() {
+        let mut p = Published {
+            name: "s1".into(),
+            file: "s1.gguf".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            round: Some(1),
+            parent_sha256: None,
+            dataset_sha256: None,
+            published: "2025-01-01T00:00:00Z".into(),
+        };
+        p.validate().unwrap();
+        p.file = "../s1.gguf".into();
+        assert!(p.validate().unwrap_err().to_string().contains("file"));
+        p.file = "s1.gguf".into();
+        p.sha256 = "AB".repeat(32);
+        assert!(p.validate().unwrap_err().to_string().contains("hex"));
     }
 
     #[test]

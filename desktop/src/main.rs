@@ -59,8 +59,18 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Pull a model (same as `models pull`).
-    Pull { name: String },
+    /// Pull a model (same as `models pull`), or with --from a student a
+    /// host publishes (`edgeloop-trainer serve --models`), which then runs
+    /// as `--model NAME`.
+    Pull {
+        name: String,
+        /// The host's URL (http://HOST:PORT).
+        #[arg(long)]
+        from: Option<String>,
+        /// The host's bearer token (else $EDGELOOP_HOST_TOKEN).
+        #[arg(long, requires = "from")]
+        token: Option<String>,
+    },
     /// Measure load time, prefill and decode speed, and peak memory.
     Bench(bench::BenchArgs),
     /// Answer a question with test-time scaling; prints answer, confidence and spend.
@@ -236,7 +246,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             ModelsCommand::Info { model } => info(&model),
         },
-        Command::Pull { name } => pull_model(&name),
+        Command::Pull {
+            name,
+            from: Some(url),
+            token,
+        } => {
+            let token = token.or_else(|| {
+                std::env::var(pull::HOST_TOKEN_ENV)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            });
+            pull::pull_published(&name, &url, token.as_deref(), &manifest::cache_dir())?;
+            Ok(())
+        }
+        Command::Pull {
+            name, from: None, ..
+        } => pull_model(&name),
         Command::Bench(args) => bench::run(&args),
         Command::Solve(args) => solve::run(&args),
         Command::Verify(args) => solve::run_verify(&args),
@@ -340,6 +365,24 @@ fn list_models() -> Result<()> {
             default,
             m.description
         );
+    }
+    let published = pull::pulled_published(&dir);
+    if !published.is_empty() {
+        println!(
+            "published models in {}:",
+            manifest::published_dir(&dir).display()
+        );
+        for m in published {
+            let round = m.round.map(|r| format!("round {r}")).unwrap_or_default();
+            println!(
+                "  {:<24} {:>7.1} MB  {:<9} sha256 {}  published {}",
+                m.name,
+                m.size as f64 / 1e6,
+                round,
+                &m.sha256[..12],
+                m.published
+            );
+        }
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ pub fn write_gguf(
             Some(var) => {
                 let data: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
                 let row = info.dims[0] as usize;
-                let t = if info.dims.len() == 1 || row % dtype.block_len() != 0 {
+                let t = if info.dims.len() == 1 || !row.is_multiple_of(dtype.block_len()) {
                     GgmlType::F32
                 } else {
                     dtype

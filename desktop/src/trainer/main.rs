@@ -3,12 +3,14 @@
 //! what the host holds; `curate` turns it into a fine-tuning dataset;
 //! `distill` fine-tunes a student on it, `export` writes the result as a
 //! quantized GGUF, `import-checkpoint` brings weights from another trainer,
-//! `eval` compares students, and `round` runs the whole turn. The host
+//! `eval` compares students, `round` runs the whole turn, and `publish`
+//! puts a student where `serve --models` offers it to devices. The host
 //! keeps traces in its own trace store (the same SQLite layout as a
 //! device's).
 
 mod curate;
 mod ingest;
+mod publish;
 mod round;
 mod serve;
 mod student;
@@ -24,7 +26,7 @@ use edgeloop_core::trace::{read_bundle_limited, TraceStore};
 #[command(
     name = "edgeloop-trainer",
     version,
-    about = "Receive, import, count and curate the reasoning traces devices report"
+    about = "Receive, import, count and curate the reasoning traces devices report; publish students"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve POST /v1/traces and GET /v1/health.
+    /// Serve POST /v1/traces and GET /v1/health, and with --models the
+    /// published students (GET /v1/models, /v1/models/NAME,
+    /// /v1/models/NAME/gguf).
     Serve {
         /// The host's trace store (created if missing).
         #[arg(long)]
@@ -51,6 +55,21 @@ enum Command {
         /// Largest batch once decompressed, in bytes.
         #[arg(long, default_value_t = 64 * 1024 * 1024)]
         max_json: usize,
+        /// Folder of published students (see `publish`) to offer devices.
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+    /// Publish a student GGUF file under NAME in the models folder `serve
+    /// --models` offers (replacing what NAME was); prints the manifest.
+    Publish {
+        /// The models folder (created if missing).
+        #[arg(long)]
+        models: PathBuf,
+        /// 1 to 64 characters of a-z, 0-9, '.', '_', '-', not starting with '.'.
+        #[arg(long)]
+        name: String,
+        /// The student file.
+        file: PathBuf,
     },
     /// Store the traces of bundles written by `edgeloop traces export`
     /// (JSON Lines, plain or gzip). Each bundle is checked whole first;
@@ -204,6 +223,7 @@ fn run(cli: Cli) -> Result<()> {
             token,
             max_body,
             max_json,
+            models,
         } => {
             let token = match token {
                 Some(t) => t,
@@ -218,13 +238,31 @@ fn run(cli: Cli) -> Result<()> {
             if max_body == 0 || max_json == 0 {
                 bail!("--max-body and --max-json must be at least 1");
             }
+            if let Some(dir) = &models {
+                if !dir.is_dir() {
+                    bail!("--models {}: not a folder", dir.display());
+                }
+            }
             serve::run(serve::ServeOptions {
                 db,
                 listen,
                 token,
                 max_body,
                 max_json,
+                models,
             })
+        }
+        Command::Publish { models, name, file } => {
+            let m = publish::publish(&models, &name, &file)?;
+            eprintln!(
+                "published {} ({} bytes, sha256 {}) in {}",
+                m.name,
+                m.size,
+                m.sha256,
+                publish::model_dir(&models, &m.name).display()
+            );
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            Ok(())
         }
         Command::Import {
             db,

@@ -6,21 +6,30 @@
 //! transaction that is synced before the answer goes out, and answered with
 //! the ids now held (`{"accepted":[...],"duplicates":[...]}`). `GET
 //! /v1/health` says the host is up.
+//!
+//! With a models folder (`--models`, filled by `publish`), the same token
+//! also opens `GET /v1/models` (`{"models":[manifest,...]}` by name), `GET
+//! /v1/models/NAME` (the manifest) and `GET /v1/models/NAME/gguf` (the
+//! file, streamed from disk). Without one, those answer 404.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use axum::extract::{Request, State};
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use edgeloop_core::manifest::{check_published_name, Published};
 use edgeloop_core::trace::{StoreError, TraceStore, TRACES_PATH};
 use http_body_util::LengthLimitError;
+use tokio::io::AsyncReadExt;
 
 use super::ingest::{self, Refusal};
+use super::publish;
 
 /// How the endpoint is run.
 pub struct ServeOptions {
@@ -31,6 +40,8 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// Most bytes of a batch's JSON once decompressed.
     pub max_json: usize,
+    /// Folder of published students, if this host offers any.
+    pub models: Option<PathBuf>,
 }
 
 struct Shared {
@@ -38,6 +49,7 @@ struct Shared {
     token: String,
     max_body: usize,
     max_json: usize,
+    models: Option<PathBuf>,
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
@@ -48,10 +60,14 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         token: opts.token,
         max_body: opts.max_body,
         max_json: opts.max_json,
+        models: opts.models.clone(),
     });
     let app = Router::new()
         .route(TRACES_PATH, post(traces))
         .route("/v1/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{name}", get(model_manifest))
+        .route("/v1/models/{name}/gguf", get(model_file))
         .with_state(shared);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,6 +82,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         // One line on stdout once the socket is open, for whoever started us.
         println!("listening on http://{addr}");
         eprintln!("edgeloop-trainer: storing traces in {}", opts.db.display());
+        if let Some(dir) = &opts.models {
+            eprintln!("edgeloop-trainer: offering the models in {}", dir.display());
+        }
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await
@@ -238,4 +257,137 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// Why a models request is answered with an error: the status and the
+/// message of [`error`]'s body.
+type Refused = (StatusCode, String);
+
+/// The models folder, once the request is authorized.
+fn models_dir<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<&'a Path, Refused> {
+    if !authorized(headers, &s.token) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ));
+    }
+    s.models.as_deref().ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            "this host publishes no models (serve was started without --models)".into(),
+        )
+    })
+}
+
+/// The manifest of `name`: 400 for a name that is not valid, 404 when
+/// nothing is published under it.
+async fn find_manifest(models: &Path, name: &str) -> Result<Published, Refused> {
+    if let Err(e) = check_published_name(name) {
+        return Err((StatusCode::BAD_REQUEST, e.to_string()));
+    }
+    let (dir, owned) = (models.to_path_buf(), name.to_string());
+    match tokio::task::spawn_blocking(move || publish::read_manifest(&dir, &owned)).await {
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) => Err((
+            StatusCode::NOT_FOUND,
+            format!("no published model named {name:?}"),
+        )),
+        Ok(Err(e)) => {
+            log::error!("{e:#}");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+        }
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn models(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let dir = match models_dir(&s, &headers) {
+        Ok(d) => d.to_path_buf(),
+        Err((status, m)) => return error(status, m),
+    };
+    match tokio::task::spawn_blocking(move || publish::list(&dir)).await {
+        Ok(Ok(all)) => json(&serde_json::json!({ "models": all })),
+        Ok(Err(e)) => {
+            log::error!("{e:#}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn model_manifest(
+    State(s): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = match models_dir(&s, &headers) {
+        Ok(dir) => find_manifest(dir, &name).await,
+        Err(refused) => Err(refused),
+    };
+    match found {
+        Ok(m) => json(&m),
+        Err((status, m)) => error(status, m),
+    }
+}
+
+/// Bytes read from the file per chunk of the answer.
+const CHUNK: usize = 256 * 1024;
+
+async fn model_file(
+    State(s): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let dir = match models_dir(&s, &headers) {
+        Ok(d) => d,
+        Err((status, m)) => return error(status, m),
+    };
+    if let Err((status, m)) = find_manifest(dir, &name).await {
+        return error(status, m);
+    }
+    let path = publish::gguf_path(dir, &name);
+    // The open file keeps its bytes even if a new publish renames another
+    // file over the name meanwhile.
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("the file of {name:?} is missing"),
+            )
+        }
+        Err(e) => {
+            log::error!("{}: {e}", path.display());
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    // Never more than the Content-Length announced, whatever happens to
+    // the file while it is sent; fewer ends the answer short, which the
+    // client sees as a cut-off body.
+    let stream = futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; CHUNK.min(left as usize)];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
 }
