@@ -64,6 +64,11 @@ pub struct RoundArgs {
     /// Weight type of the new student (q8_0, q4_0, q4_1, f16, f32).
     #[arg(long = "type", default_value = "q8_0")]
     pub dtype: String,
+    /// Use the traces already in this host store instead of solving the
+    /// seed questions again (e.g. the same traces with and without the
+    /// verifier's filtering).
+    #[arg(long)]
+    pub traces: Option<PathBuf>,
     /// Skip evaluating the parent (when an earlier round already did).
     #[arg(long)]
     pub skip_parent_eval: bool,
@@ -104,9 +109,18 @@ pub fn run(args: &RoundArgs) -> Result<()> {
     drop(parent_file);
 
     // 1. Solve and verify with the parent, as devices do; store as the host.
-    let db = args.work.join("host.sqlite");
     let t0 = std::time::Instant::now();
-    let (stored, accepted, accepted_correct) = solve_and_store(args, &tasks, &db)?;
+    let (db, (stored, accepted, accepted_correct)) = match &args.traces {
+        Some(db) => (
+            db.clone(),
+            held(db, &tasks, args.scaling.options(&args.strategy)?.kind)?,
+        ),
+        None => {
+            let db = args.work.join("host.sqlite");
+            let counts = solve_and_store(args, &tasks, &db)?;
+            (db, counts)
+        }
+    };
     let solve_secs = t0.elapsed().as_secs_f64();
     eprintln!(
         "round {round}: {stored} traces stored, {accepted} accepted by the verifier{}",
@@ -189,6 +203,32 @@ pub fn run(args: &RoundArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The counts [`solve_and_store`] reports, for traces already in `db`.
+fn held(
+    db: &Path,
+    tasks: &[edgeloop_desktop::tasks::Task],
+    kind: scaling::AnswerKind,
+) -> Result<(usize, usize, Option<usize>)> {
+    if !db.is_file() {
+        bail!("no host store at {}", db.display());
+    }
+    let store = TraceStore::open(db)?;
+    let records = store.list(&edgeloop_core::trace::ListFilter::default())?;
+    let labelled = tasks.iter().all(|t| !t.answer.is_empty());
+    let (mut accepted, mut right) = (0usize, 0usize);
+    for t in &records {
+        let r = &t.record;
+        if r.verification.accepted {
+            accepted += 1;
+            let truth = tasks.iter().find(|k| k.question == r.question);
+            right += usize::from(truth.is_some_and(|k| {
+                r.answer.is_some() && r.answer == scaling::normalize(&k.answer, kind)
+            }));
+        }
+    }
+    Ok((records.len(), accepted, labelled.then_some(right)))
 }
 
 /// Solves every seed question with the parent, verifies the answer and
