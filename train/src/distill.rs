@@ -201,7 +201,11 @@ fn fingerprint(opts: &DistillOptions, train: &[Example], student: &Student) -> S
             h.update(t.to_le_bytes());
         }
     }
-    h.update((student.parameter_count() as u64).to_le_bytes());
+    for (name, v) in student.trainable() {
+        h.update(name.as_bytes());
+        h.update(format!("{:?}", v.dims()).as_bytes());
+    }
+    h.update(serde_json::to_vec(&student.lora()).expect("LoRA settings serialize"));
     format!("{:x}", h.finalize())
 }
 
@@ -223,7 +227,10 @@ fn save_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    save_tensors(student.weights(), &tmp.join("weights.safetensors"))?;
+    save_tensors(
+        student.trainable_tensors(),
+        &tmp.join("weights.safetensors"),
+    )?;
     save_tensors(opt.state(), &tmp.join("optimizer.safetensors"))?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(&tmp))?;
@@ -266,7 +273,7 @@ fn load_checkpoint(
         candle_core::safetensors::load(dir.join("weights.safetensors"), device)?
             .into_iter()
             .collect();
-    student.set_weights(&weights, false)?;
+    student.set_trainable(&weights)?;
     let moments: BTreeMap<String, Tensor> =
         candle_core::safetensors::load(dir.join("optimizer.safetensors"), device)?
             .into_iter()
@@ -287,7 +294,7 @@ fn accumulate(acc: &mut Option<GradStore>, g: GradStore, student: &Student) -> R
     match acc {
         None => *acc = Some(g),
         Some(a) => {
-            for v in student.vars().values() {
+            for v in student.trainable().values() {
                 if let Some(new) = g.get(v) {
                     let sum = match a.get(v) {
                         Some(old) => (old + new)?,
@@ -321,7 +328,7 @@ pub fn distill(
     let total = opts.total_steps(train.len());
     let order = schedule(train.len(), opts.epochs, opts.seed);
     let fp = fingerprint(opts, train, student);
-    let mut opt = AdamW::new(student.vars(), opts.adamw)?;
+    let mut opt = AdamW::new(student.trainable(), opts.adamw)?;
     let ckpt = out.map(checkpoint_dir);
 
     let mut state = match &ckpt {
@@ -374,7 +381,11 @@ pub fn distill(
             opts.learning_rate,
             opts.min_lr_ratio,
         );
-        let grad_norm = opt.step(student.vars(), &grads.expect("a step has examples"), lr)?;
+        let grad_norm = opt.step(
+            student.trainable(),
+            &grads.expect("a step has examples"),
+            lr,
+        )?;
         let log = StepLog {
             step: step + 1,
             total_steps: total,

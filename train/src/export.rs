@@ -98,10 +98,11 @@ pub fn write_gguf(
         Value::String(provenance.dataset_sha256.clone()),
     );
     w.set(KEY_ROUND, Value::U32(provenance.round));
+    let weights = student.weights()?;
     for info in parent.tensors() {
-        match student.vars().get(&info.name) {
-            Some(var) => {
-                let data: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+        match weights.get(&info.name) {
+            Some(t) => {
+                let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
                 let row = info.dims[0] as usize;
                 let t = if info.dims.len() == 1 || !row.is_multiple_of(dtype.block_len()) {
                     GgmlType::F32
@@ -144,6 +145,13 @@ pub struct ExportCheck {
     pub greedy_tokens: usize,
     /// Largest absolute logit difference seen.
     pub max_logit_diff: f32,
+    /// The compared sequences (each prompt and the trained weights' greedy
+    /// continuation), for checks by other runtimes.
+    #[serde(skip)]
+    pub sequences: Vec<Vec<u32>>,
+    /// The file's top-1 token at every position of each sequence.
+    #[serde(skip)]
+    pub top1: Vec<Vec<u32>>,
 }
 
 /// Logit distance from the best under which the trained weights' own
@@ -207,11 +215,14 @@ pub fn check_export(
     let mut positions = 0usize;
     let mut prefix_sum = 0usize;
     let mut max_diff = 0f32;
+    let mut sequences = Vec::new();
+    let mut top1 = Vec::new();
     for prompt in prompts {
         let want = student_greedy(student, prompt, greedy_tokens)?;
         let mut seq = prompt.clone();
         seq.extend_from_slice(&want);
         let core = core_logits(&model, &pool, &seq)?;
+        top1.push(core.chunks_exact(vocab).map(argmax).collect());
         let t = Tensor::new(seq.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let reference: Vec<f32> = student.forward(&t)?.squeeze(0)?.flatten_all()?.to_vec1()?;
         for p in prompt.len() - 1..seq.len() - 1 {
@@ -236,6 +247,7 @@ pub fn check_export(
             .zip(&want)
             .take_while(|(a, b)| a == b)
             .count();
+        sequences.push(seq);
     }
     Ok(ExportCheck {
         prompts: prompts.len(),
@@ -245,5 +257,7 @@ pub fn check_export(
         mean_greedy_prefix: prefix_sum as f64 / prompts.len().max(1) as f64,
         greedy_tokens,
         max_logit_diff: max_diff,
+        sequences,
+        top1,
     })
 }

@@ -144,8 +144,7 @@ pub fn to_hf(student: &Student) -> Result<BTreeMap<String, Tensor>> {
         ));
     }
     let mut out = BTreeMap::new();
-    for (name, var) in student.vars() {
-        let t = var.as_tensor().detach();
+    for (name, t) in student.weights()? {
         let hf = match name.as_str() {
             TOKEN_EMBD => "model.embed_tokens.weight".to_string(),
             "output_norm.weight" => "model.norm.weight".into(),

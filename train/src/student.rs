@@ -12,6 +12,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use edgeloop_core::model::{Activation, MatrixRef, Model, ModelConfig, RopeStyle};
 use edgeloop_core::quant;
 
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Result, TrainError};
 
 /// The name under which the token embedding is stored (and the output
@@ -19,6 +22,39 @@ use crate::error::{Result, TrainError};
 pub const TOKEN_EMBD: &str = "token_embd.weight";
 /// The output projection's name in files that do not tie it to the embedding.
 pub const OUTPUT: &str = "output.weight";
+
+/// Low-rank adapters (LoRA): each target matrix `W` runs as
+/// `W + (alpha / rank) · B·A` with `A` (`rank × in`) and `B` (`out × rank`,
+/// zero at the start) trained and every other weight frozen; the product
+/// is merged into `W` for export.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Which projections get adapters, by their GGUF name inside a block
+    /// (`attn_q`, `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`,
+    /// `ffn_down`).
+    pub targets: Vec<String>,
+    /// Seed of `A`'s initialization.
+    pub seed: u64,
+}
+
+/// The projections LoRA may target.
+pub const LORA_TARGETS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+struct Lora {
+    config: LoraConfig,
+    /// `NAME.lora_a` and `NAME.lora_b` for each adapted weight `NAME`.
+    vars: BTreeMap<String, Var>,
+}
 
 /// A trainable copy of a model's weights and the configuration to run them.
 pub struct Student {
@@ -28,6 +64,7 @@ pub struct Student {
     /// Whether the output projection is the token embedding.
     tied: bool,
     device: Device,
+    lora: Option<Lora>,
 }
 
 impl std::fmt::Debug for Student {
@@ -100,7 +137,89 @@ impl Student {
             vars,
             tied,
             device,
+            lora: None,
         })
+    }
+
+    /// Freezes every weight and adds low-rank adapters to the targets.
+    pub fn with_lora(mut self, config: LoraConfig) -> Result<Self> {
+        if config.rank == 0 || !(config.alpha.is_finite() && config.alpha > 0.0) {
+            return Err(TrainError::Options(
+                "LoRA rank must be at least 1 and alpha a positive number".into(),
+            ));
+        }
+        if config.targets.is_empty() {
+            return Err(TrainError::Options("LoRA needs at least one target".into()));
+        }
+        if let Some(t) = config
+            .targets
+            .iter()
+            .find(|t| !LORA_TARGETS.contains(&t.as_str()))
+        {
+            return Err(TrainError::Options(format!(
+                "unknown LoRA target {t:?} (choose from {})",
+                LORA_TARGETS.join(", ")
+            )));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+        let mut vars = BTreeMap::new();
+        for (name, w) in &self.vars {
+            let target = name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').nth(1))
+                .is_some_and(|p| config.targets.iter().any(|t| t == p));
+            if !target {
+                continue;
+            }
+            let (rows, cols) = w.dims2()?;
+            if config.rank > rows.min(cols) {
+                return Err(TrainError::Options(format!(
+                    "LoRA rank {} is above the smaller side of {name} ({rows}×{cols})",
+                    config.rank
+                )));
+            }
+            let bound = 1.0 / (cols as f32).sqrt();
+            let a: Vec<f32> = (0..config.rank * cols)
+                .map(|_| rng.gen_range(-bound..bound))
+                .collect();
+            vars.insert(
+                format!("{name}.lora_a"),
+                Var::from_vec(a, (config.rank, cols), &self.device)?,
+            );
+            vars.insert(
+                format!("{name}.lora_b"),
+                Var::zeros((rows, config.rank), DType::F32, &self.device)?,
+            );
+        }
+        self.lora = Some(Lora { config, vars });
+        Ok(self)
+    }
+
+    /// The LoRA settings, when the student trains adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|l| &l.config)
+    }
+
+    /// What training updates: the adapters with LoRA, else every weight.
+    pub fn trainable(&self) -> &BTreeMap<String, Var> {
+        match &self.lora {
+            Some(l) => &l.vars,
+            None => &self.vars,
+        }
+    }
+
+    /// Snapshot of [`Student::trainable`], for checkpoints.
+    pub fn trainable_tensors(&self) -> BTreeMap<String, Tensor> {
+        self.trainable()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// Restores [`Student::trainable_tensors`]; every one must be present
+    /// with its shape.
+    pub fn set_trainable(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        set_all(self.trainable(), tensors, false, &self.device)
     }
 
     /// Opens a GGUF file and dequantizes it (see [`Student::from_model`]).
@@ -133,48 +252,49 @@ impl Student {
         self.vars.values().map(|v| v.elem_count()).sum()
     }
 
-    fn var(&self, name: &str) -> Result<&Tensor> {
-        self.vars
-            .get(name)
-            .map(|v| v.as_tensor())
+    /// The weight `name` as the forward pass uses it: frozen (detached)
+    /// under LoRA, with its adapter's product added when it has one.
+    fn var(&self, name: &str) -> Result<Tensor> {
+        self.opt(name)
+            .transpose()?
             .ok_or_else(|| TrainError::Student(format!("no weight {name:?}")))
+    }
+
+    /// [`Student::var`] for weights a model may not have.
+    fn opt(&self, name: &str) -> Option<Result<Tensor>> {
+        let base = self.vars.get(name)?.as_tensor();
+        let Some(lora) = &self.lora else {
+            return Some(Ok(base.clone()));
+        };
+        let merged = || -> Result<Tensor> {
+            let base = base.detach();
+            match (
+                lora.vars.get(&format!("{name}.lora_a")),
+                lora.vars.get(&format!("{name}.lora_b")),
+            ) {
+                (Some(a), Some(b)) => {
+                    let scale = lora.config.alpha / lora.config.rank as f64;
+                    Ok((base + (b.as_tensor().matmul(a.as_tensor())? * scale)?)?)
+                }
+                _ => Ok(base),
+            }
+        };
+        Some(merged())
     }
 
     /// Replaces every weight with the tensor of the same name in `weights`
     /// (same shapes; names not in the student are an error, missing ones
     /// keep their value only when `partial`).
     pub fn set_weights(&self, weights: &BTreeMap<String, Tensor>, partial: bool) -> Result<()> {
-        if let Some(extra) = weights.keys().find(|k| !self.vars.contains_key(*k)) {
-            return Err(TrainError::Student(format!(
-                "weight {extra:?} is not part of this student"
-            )));
-        }
-        for (name, var) in &self.vars {
-            match weights.get(name) {
-                Some(t) => {
-                    if t.dims() != var.dims() {
-                        return Err(TrainError::Student(format!(
-                            "weight {name:?} has shape {:?}, the student's is {:?}",
-                            t.dims(),
-                            var.dims()
-                        )));
-                    }
-                    var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
-                }
-                None if partial => {}
-                None => {
-                    return Err(TrainError::Student(format!("weight {name:?} is missing")));
-                }
-            }
-        }
-        Ok(())
+        set_all(&self.vars, weights, partial, &self.device)
     }
 
-    /// The weights as plain tensors by name (a snapshot, detached from the graph).
-    pub fn weights(&self) -> BTreeMap<String, Tensor> {
+    /// The weights as plain tensors by GGUF name (a snapshot, detached from
+    /// the graph), adapters merged in.
+    pub fn weights(&self) -> Result<BTreeMap<String, Tensor>> {
         self.vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .keys()
+            .map(|k| Ok((k.clone(), self.var(k)?.detach())))
             .collect()
     }
 
@@ -207,26 +327,26 @@ impl Student {
                 (Some(w), true) => (&local, w),
                 _ => (&global, &causal),
             };
-            let h = rms_norm(&x, self.var(&n("attn_norm"))?, c.rms_eps)?;
+            let h = rms_norm(&x, &self.var(&n("attn_norm"))?, c.rms_eps)?;
             let mut a = self.attention(&h, il, rope, mask)?;
-            if let Some(w) = self.vars.get(&n("post_attention_norm")) {
-                a = rms_norm(&a, w.as_tensor(), c.rms_eps)?;
+            if let Some(w) = self.opt(&n("post_attention_norm")) {
+                a = rms_norm(&a, &w?, c.rms_eps)?;
             }
             x = (x + a)?;
-            let h = rms_norm(&x, self.var(&n("ffn_norm"))?, c.rms_eps)?;
-            let gate = linear(&h, self.var(&n("ffn_gate"))?)?;
-            let up = linear(&h, self.var(&n("ffn_up"))?)?;
+            let h = rms_norm(&x, &self.var(&n("ffn_norm"))?, c.rms_eps)?;
+            let gate = linear(&h, &self.var(&n("ffn_gate"))?)?;
+            let up = linear(&h, &self.var(&n("ffn_up"))?)?;
             let act = match c.activation {
                 Activation::Silu => gate.silu()?,
                 Activation::Gelu => gate.gelu()?,
             };
-            let mut f = linear(&(act * up)?, self.var(&n("ffn_down"))?)?;
-            if let Some(w) = self.vars.get(&n("post_ffw_norm")) {
-                f = rms_norm(&f, w.as_tensor(), c.rms_eps)?;
+            let mut f = linear(&(act * up)?, &self.var(&n("ffn_down"))?)?;
+            if let Some(w) = self.opt(&n("post_ffw_norm")) {
+                f = rms_norm(&f, &w?, c.rms_eps)?;
             }
             x = (x + f)?;
         }
-        rms_norm(&x, self.var("output_norm.weight")?, c.rms_eps)
+        rms_norm(&x, &self.var("output_norm.weight")?, c.rms_eps)
     }
 
     /// Logits for hidden states of shape `[.., n_embd]`.
@@ -236,7 +356,7 @@ impl Student {
         } else {
             self.var(OUTPUT)?
         };
-        let mut logits = linear(hidden, out)?;
+        let mut logits = linear(hidden, &out)?;
         if let Some(cap) = self.config.final_logit_softcap {
             logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
         }
@@ -253,24 +373,24 @@ impl Student {
         let n = |s: &str| format!("blk.{il}.{s}.weight");
         let (b, t, _) = h.dims3()?;
         let hd = c.head_dim;
-        let heads = |x: Tensor, count: usize, norm: Option<&Var>| -> Result<Tensor> {
+        let heads = |x: Tensor, count: usize, norm: Option<Result<Tensor>>| -> Result<Tensor> {
             let mut x = x.reshape((b, t, count, hd))?;
             if let Some(w) = norm {
-                x = rms_norm(&x, w.as_tensor(), c.rms_eps)?;
+                x = rms_norm(&x, &w?, c.rms_eps)?;
             }
             Ok(x.transpose(1, 2)?.contiguous()?)
         };
         let q = heads(
-            linear(h, self.var(&n("attn_q"))?)?,
+            linear(h, &self.var(&n("attn_q"))?)?,
             c.n_heads,
-            self.vars.get(&n("attn_q_norm")),
+            self.opt(&n("attn_q_norm")),
         )?;
         let k = heads(
-            linear(h, self.var(&n("attn_k"))?)?,
+            linear(h, &self.var(&n("attn_k"))?)?,
             c.n_kv_heads,
-            self.vars.get(&n("attn_k_norm")),
+            self.opt(&n("attn_k_norm")),
         )?;
-        let v = heads(linear(h, self.var(&n("attn_v"))?)?, c.n_kv_heads, None)?;
+        let v = heads(linear(h, &self.var(&n("attn_v"))?)?, c.n_kv_heads, None)?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         let group = c.n_heads / c.n_kv_heads;
@@ -284,8 +404,39 @@ impl Student {
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let out = probs.matmul(&v)?; // [b, heads, t, hd]
         let out = out.transpose(1, 2)?.reshape((b, t, c.n_heads * hd))?;
-        linear(&out, self.var(&n("attn_output"))?)
+        linear(&out, &self.var(&n("attn_output"))?)
     }
+}
+
+/// Sets each variable of `vars` to the tensor of the same name.
+fn set_all(
+    vars: &BTreeMap<String, Var>,
+    tensors: &BTreeMap<String, Tensor>,
+    partial: bool,
+    device: &Device,
+) -> Result<()> {
+    if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
+        return Err(TrainError::Student(format!(
+            "weight {extra:?} is not part of this student"
+        )));
+    }
+    for (name, var) in vars {
+        match tensors.get(name) {
+            Some(t) => {
+                if t.dims() != var.dims() {
+                    return Err(TrainError::Student(format!(
+                        "weight {name:?} has shape {:?}, the student's is {:?}",
+                        t.dims(),
+                        var.dims()
+                    )));
+                }
+                var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
+            }
+            None if partial => {}
+            None => return Err(TrainError::Student(format!("weight {name:?} is missing"))),
+        }
+    }
+    Ok(())
 }
 
 /// `x @ w^T` for a weight stored as `[out, in]` (GGUF's and PyTorch's layout).

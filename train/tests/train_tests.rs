@@ -185,6 +185,7 @@ fn a_tiny_student_learns_its_examples() {
 
 fn weights_of(s: &Student) -> BTreeMap<String, Vec<f32>> {
     s.weights()
+        .unwrap()
         .into_iter()
         .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
         .collect()
@@ -350,4 +351,85 @@ fn hugging_face_checkpoints_map_onto_the_student() {
     missing.remove("model.layers.0.mlp.up_proj.weight");
     let err = edgeloop_train::import::from_hf(missing, &fresh).unwrap_err();
     assert!(err.to_string().contains("blk.0.ffn_up.weight"), "{err}");
+}
+
+#[test]
+fn lora_trains_only_the_adapters_and_merges_into_the_export() {
+    let (dir, path, engine) = tiny();
+    let parent = Student::from_model(engine.model()).unwrap();
+    let before = weights_of(&parent);
+    let lora = edgeloop_train::student::LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["attn_q".into(), "attn_v".into(), "ffn_up".into()],
+        seed: 1,
+    };
+    let student = Student::from_model(engine.model())
+        .unwrap()
+        .with_lora(lora.clone())
+        .unwrap();
+    // B starts at zero: the adapted student is the parent.
+    assert_eq!(weights_of(&student), before);
+    assert_eq!(student.trainable().len(), 6, "A and B for three matrices");
+    let train = tiny_examples(&engine);
+    let opts = DistillOptions {
+        learning_rate: 3e-2,
+        epochs: 30,
+        ..tiny_options()
+    };
+    let report = distill(
+        &student,
+        &train,
+        &[],
+        &opts,
+        Some(&dir.path().join("lora")),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        report.train_loss_after < 0.8 * report.train_loss_before,
+        "{} -> {}",
+        report.train_loss_before,
+        report.train_loss_after
+    );
+    let after = weights_of(&student);
+    for (name, w) in &after {
+        let adapted = ["attn_q", "attn_v", "ffn_up"]
+            .iter()
+            .any(|t| name.contains(t));
+        assert_eq!(w != &before[name], adapted, "{name}");
+    }
+    // Merged into the exported file: it predicts what the adapted student does.
+    let out = dir.path().join("lora.gguf");
+    write_gguf(
+        &student,
+        &GgufFile::open(&path).unwrap(),
+        GgmlType::F32,
+        &Provenance::default(),
+        &out,
+    )
+    .unwrap();
+    let prompts: Vec<Vec<u32>> = train
+        .iter()
+        .map(|e| e.tokens[..e.first_target].to_vec())
+        .collect();
+    let check = check_export(&student, &out, &prompts, 4, 1).unwrap();
+    assert_eq!(check.top1_agreement, 1.0, "{check:?}");
+    // Bad settings are refused.
+    for bad in [
+        edgeloop_train::student::LoraConfig {
+            rank: 0,
+            ..lora.clone()
+        },
+        edgeloop_train::student::LoraConfig {
+            targets: vec!["attn_x".into()],
+            ..lora.clone()
+        },
+        edgeloop_train::student::LoraConfig { rank: 64, ..lora },
+    ] {
+        assert!(Student::from_model(engine.model())
+            .unwrap()
+            .with_lora(bad)
+            .is_err());
+    }
 }

@@ -164,6 +164,10 @@ enum Command {
         dtype: String,
         #[arg(long)]
         out: PathBuf,
+        /// Also run the file in llama.cpp: a folder from which the
+        /// llama-cpp-python package (`llama_cpp`) imports.
+        #[arg(long)]
+        llama_cpp_python: Option<PathBuf>,
     },
     /// Bring a safetensors checkpoint of another trainer (Hugging Face
     /// names, same architecture as --parent) into GGUF through `export`.
@@ -335,11 +339,16 @@ fn run(cli: Cli) -> Result<()> {
             round,
             dtype,
             out,
+            llama_cpp_python,
         } => {
             let dtype = student::parse_type(&dtype)?;
             let s = student::student_with(&parent, &student::read_safetensors(&weights)?)?;
             let prov = student::provenance(&parent, &dataset, round)?;
-            student::export_student(&s, &parent, dtype, &prov, &out).map(drop)
+            let check = student::export_student(&s, &parent, dtype, &prov, &out)?;
+            if let Some(dir) = llama_cpp_python {
+                student::llama_cpp_agreement(&out, &check, &dir)?;
+            }
+            Ok(())
         }
         Command::ImportCheckpoint {
             parent,

@@ -17,6 +17,7 @@ use edgeloop_train::data::read_jsonl;
 use edgeloop_train::distill::{distill, save_tensors, DistillOptions, DistillReport};
 use edgeloop_train::export::{check_export, sha256_file, write_gguf, ExportCheck, Provenance};
 use edgeloop_train::optim::AdamWConfig;
+use edgeloop_train::student::LoraConfig;
 use edgeloop_train::Student;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,6 +54,20 @@ pub struct DistillArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 25)]
     pub checkpoint_every: usize,
+    /// Train low-rank adapters of this rank instead of every weight
+    /// (merged into the weights at the end).
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA scale numerator: adapters contribute (alpha / rank) · B·A.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// Projections that get adapters.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
+    )]
+    pub lora_targets: Vec<String>,
 }
 
 impl DistillArgs {
@@ -114,11 +129,24 @@ pub fn run_distill(
         bail!("{} holds no examples", data.join("train.jsonl").display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let student = Student::from_model(engine.model())?;
+    let mut student = Student::from_model(engine.model())?;
     drop(engine);
+    if let Some(rank) = args.lora_rank {
+        student = student.with_lora(LoraConfig {
+            rank,
+            alpha: args.lora_alpha,
+            targets: args.lora_targets.clone(),
+            seed: args.train_seed,
+        })?;
+    }
     let opts = args.options();
     eprintln!(
-        "distilling {} parameters on {} examples ({} validation), {} steps",
+        "distilling {} of {} parameters on {} examples ({} validation), {} steps",
+        student
+            .trainable()
+            .values()
+            .map(|v| v.elem_count())
+            .sum::<usize>(),
         student.parameter_count(),
         train.len(),
         val.len(),
@@ -140,7 +168,7 @@ pub fn run_distill(
         }
     })?;
     bar.finish_and_clear();
-    save_tensors(student.weights(), &weights_path(out))?;
+    save_tensors(student.weights()?, &weights_path(out))?;
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     eprintln!(
         "train loss {:.4} -> {:.4}, validation loss {} -> {} ({} steps, {:.0} s)",
@@ -228,6 +256,50 @@ pub fn export_student(
         );
     }
     Ok(check)
+}
+
+/// Runs the exported file in llama.cpp (llama-cpp-python importable from
+/// `pythonpath`) over the export check's sequences and returns the share
+/// of positions where llama.cpp's top-1 token is edgeloop's.
+pub fn llama_cpp_agreement(out: &Path, check: &ExportCheck, pythonpath: &Path) -> Result<f64> {
+    use std::io::Write;
+    let request = serde_json::json!({"model": out, "sequences": check.sequences});
+    let python = std::env::var("EDGELOOP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(include_str!("../../../tests/reference/llamacpp_top1.py"))
+        .env("PYTHONPATH", pythonpath)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {python}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(request.to_string().as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("llama.cpp could not run {}", out.display());
+    }
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        top1: Vec<Vec<u32>>,
+    }
+    let reply: Reply =
+        serde_json::from_slice(&output.stdout).context("reading llama.cpp's top-1 tokens")?;
+    let (mut same, mut total) = (0usize, 0usize);
+    for (theirs, ours) in reply.top1.iter().zip(&check.top1) {
+        same += theirs.iter().zip(ours).filter(|(a, b)| a == b).count();
+        total += ours.len();
+    }
+    let share = same as f64 / total.max(1) as f64;
+    eprintln!(
+        "{}: llama.cpp's top-1 token is edgeloop's at {:.1}% of {total} positions",
+        out.display(),
+        100.0 * share
+    );
+    Ok(share)
 }
 
 /// The provenance of a student trained from `parent` on `dataset`.
