@@ -119,7 +119,7 @@ pub fn pull_published(name: &str, url: &str, token: Option<&str>, cache: &Path) 
             bail!(
                 "GET {url}: HTTP {}: {}",
                 status.as_u16(),
-                host_message(&text)
+                edgeloop_core::trace::report::error_message(&text)
             );
         }
         Ok(resp)
@@ -255,18 +255,6 @@ struct Partial(PathBuf);
 impl Drop for Partial {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The `error` of a host's JSON error answer, or the answer's start.
-fn host_message(text: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    match serde_json::from_str::<ErrorBody>(text) {
-        Ok(b) => b.error,
-        Err(_) => text.chars().take(500).collect(),
     }
 }
 

@@ -4,23 +4,16 @@
 //! carries its provenance and runs in `edgeloop`, and one whole round goes
 //! from unlabeled questions to a new, evaluated student.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-use edgeloop_core::gguf::GgufFile;
-use edgeloop_core::manifest::{self, sha256_file};
-use edgeloop_train::export::Provenance;
+use common::base_model;
 
-fn base_model() -> PathBuf {
-    let path = manifest::default_model().path_in(&manifest::cache_dir());
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo run --release -p edgeloop-desktop -- pull smollm2-135m-instruct` \
-         or point EDGELOOP_MODELS_DIR at a directory holding it",
-        path.display()
-    );
-    path
-}
+use edgeloop_core::gguf::GgufFile;
+use edgeloop_core::manifest::sha256_file;
+use edgeloop_train::export::Provenance;
 
 fn run(bin: &str, args: &[&str]) -> Output {
     let out = Command::new(bin).args(args).output().unwrap();

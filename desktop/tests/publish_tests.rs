@@ -13,27 +13,15 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use common::{Host, TOKEN};
+use common::{base_model, Host, TOKEN};
 use edgeloop_core::gguf::{GgufFile, GgufWriter, Value};
-use edgeloop_core::manifest::{self, sha256_file, Published};
+use edgeloop_core::manifest::{sha256_file, Published};
 use edgeloop_train::export::{KEY_DATASET, KEY_PARENT, KEY_ROUND};
 
 const DATASET_SHA: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The real default model, as the other desktop tests find it.
-fn base_model() -> PathBuf {
-    let path = manifest::default_model().path_in(&manifest::cache_dir());
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo run --release -p edgeloop-desktop -- pull smollm2-135m-instruct` \
-         or point EDGELOOP_MODELS_DIR at a directory holding it",
-        path.display()
-    );
-    path
 }
 
 /// A round-1 student: the default model's tensors and metadata with the

@@ -617,7 +617,7 @@ mod client {
                 _ => Err(Failure::Fatal(ReportError::Refused {
                     url,
                     status,
-                    message: error_message(&text),
+                    message: super::error_message(&text),
                 })),
             }
         }
@@ -632,17 +632,18 @@ mod client {
             (z >> 11) as f64 / (1u64 << 53) as f64
         }
     }
+}
 
-    /// The `error` of a JSON error answer, or the answer's start.
-    fn error_message(text: &str) -> String {
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            error: String,
-        }
-        match serde_json::from_str::<ErrorBody>(text) {
-            Ok(b) => b.error,
-            Err(_) => text.chars().take(500).collect(),
-        }
+/// The `error` of a host's JSON error answer (`{"error": "..."}`), or the
+/// answer's first 500 characters.
+pub fn error_message(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => b.error,
+        Err(_) => text.chars().take(500).collect(),
     }
 }
 

@@ -1,17 +1,30 @@
-//! Helpers shared by the desktop integration tests: a running
-//! `edgeloop-trainer serve` and what its database holds.
+//! Helpers shared by the desktop integration tests: the real default
+//! model, a running `edgeloop-trainer serve` and what its database holds.
 
 #![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use edgeloop_core::trace::{ListFilter, TraceStore};
+
+/// The real default model file; fails with instructions when it is missing.
+pub fn base_model() -> PathBuf {
+    let path =
+        edgeloop_core::manifest::default_model().path_in(&edgeloop_core::manifest::cache_dir());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo run --release -p edgeloop-desktop -- pull smollm2-135m-instruct` \
+         or point EDGELOOP_MODELS_DIR at a directory holding it",
+        path.display()
+    );
+    path
+}
 
 /// The bearer token the test hosts accept.
 pub const TOKEN: &str = "test-token-0123456789";
