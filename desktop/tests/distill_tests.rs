@@ -259,5 +259,5 @@ fn one_round_from_unlabeled_questions_to_an_evaluated_student() {
     // Parent greedy, parent target strategy, student greedy.
     assert_eq!(eval.len(), 3);
     assert!(eval[2][0].as_str().unwrap().ends_with("student-r1.gguf"));
-    assert!(r["export"]["top1_agreement"].as_f64().unwrap() >= 0.9);
+    assert!(r["export"]["tolerant_agreement"].as_f64().unwrap() >= 0.95);
 }
