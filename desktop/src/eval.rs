@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use edgeloop_core::scaling::{self, normalize};
+use edgeloop_core::scaling;
 use edgeloop_core::verify::{self, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -178,7 +178,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         };
         for task in &tasks {
             let s = scaling::solve(&engine, &task.question, &options)?;
-            let ok = s.answer.is_some() && s.answer == normalize(&task.answer, options.kind);
+            let ok = task.is_answered_by(&s.answer, options.kind);
             correct += usize::from(ok);
             right.push(ok);
             confidences.push(s.confidence);

@@ -2,7 +2,7 @@
 //! compute it took.
 
 use anyhow::Result;
-use edgeloop_core::scaling::{self, normalize, SolveOptions};
+use edgeloop_core::scaling::{self, SolveOptions};
 use edgeloop_core::Engine;
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ pub fn score(
     let mut correct = Vec::with_capacity(tasks.len());
     for task in tasks {
         let s = scaling::solve(engine, &task.question, options)?;
-        correct.push(s.answer.is_some() && s.answer == normalize(&task.answer, options.kind));
+        correct.push(task.is_answered_by(&s.answer, options.kind));
         samples += s.spend.samples;
         tokens += s.spend.tokens;
         wall += s.spend.wall_secs;

@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use edgeloop_core::sampler::Rng;
+use edgeloop_core::scaling::{normalize, AnswerKind};
 use serde::{Deserialize, Serialize};
 
 /// A question with its reference answer.
@@ -14,6 +15,14 @@ pub struct Task {
     /// Empty for unlabeled seed questions.
     #[serde(default)]
     pub answer: String,
+}
+
+impl Task {
+    /// Whether `answer` (as the strategies return it, normalized) is this
+    /// task's answer.
+    pub fn is_answered_by(&self, answer: &Option<String>, kind: AnswerKind) -> bool {
+        answer.is_some() && *answer == normalize(&self.answer, kind)
+    }
 }
 
 #[derive(Subcommand)]

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, FromArgMatches};
 use edgeloop_core::trace::{ListFilter, TraceRecord, TraceStore};
 use indicatif::{ProgressBar, ProgressStyle};
 use parquet::basic::Compression;
@@ -28,43 +29,47 @@ use parquet::schema::parser::parse_message_type;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// What `curate` keeps and how it splits.
-#[derive(Clone, Debug, Serialize)]
+/// What `curate` keeps and how it splits (also its command-line flags).
+#[derive(Args, Clone, Debug, Serialize)]
 pub struct CurateOptions {
-    /// Fewest samples whose answer is the record's answer.
+    /// Fewest samples whose answer is the trace's answer.
+    #[arg(long, default_value_t = 1)]
     pub min_votes: usize,
-    /// Smallest share of the samples agreeing with the answer, 0 to 1.
+    /// Smallest share of the samples agreeing with the answer (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
     pub min_share: f64,
-    /// Most traces kept per question (per near-duplicate cluster).
+    /// Most traces per question (near duplicates count as one question);
+    /// the most confident are kept.
+    #[arg(long, default_value_t = 4)]
     pub max_per_question: usize,
-    /// Shortest trace kept, in characters.
+    /// Shortest trace, in characters.
+    #[arg(long, default_value_t = 1)]
     pub min_chars: usize,
-    /// Longest trace kept, in characters.
+    /// Longest trace, in characters.
+    #[arg(long, default_value_t = 16_384)]
     pub max_chars: usize,
-    /// Estimated Jaccard similarity of two questions' shingles from which
-    /// they are near duplicates, 0 to 1.
+    /// MinHash Jaccard estimate from which two questions are near
+    /// duplicates (0 to 1).
+    #[arg(long, default_value_t = 0.8)]
     pub near_dup_threshold: f64,
-    /// Share of the question clusters that go to validation, 0 to 1.
+    /// Share of the question clusters held out for validation (0 to 1).
+    #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Seeds the MinHash functions and the split.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep traces the verifier rejected (for a control without filtering).
+    /// Keep traces the verifier rejected (a control without its
+    /// filtering; not for real training data).
+    #[arg(long)]
     pub include_rejected: bool,
 }
 
 impl Default for CurateOptions {
+    /// The command line's defaults.
     fn default() -> Self {
-        CurateOptions {
-            min_votes: 1,
-            min_share: 0.0,
-            max_per_question: 4,
-            min_chars: 1,
-            max_chars: 16_384,
-            near_dup_threshold: 0.8,
-            val_fraction: 0.1,
-            seed: 0,
-            include_rejected: false,
-        }
+        let cmd = CurateOptions::augment_args(clap::Command::new("curate"));
+        CurateOptions::from_arg_matches(&cmd.get_matches_from(["curate"]))
+            .expect("the defaults parse")
     }
 }
 

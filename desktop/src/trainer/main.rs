@@ -99,35 +99,8 @@ enum Command {
         /// and manifest.json (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// Fewest samples whose answer is the trace's answer.
-        #[arg(long, default_value_t = 1)]
-        min_votes: usize,
-        /// Smallest share of the samples agreeing with the answer (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        min_share: f64,
-        /// Most traces per question (near duplicates count as one
-        /// question); the most confident are kept.
-        #[arg(long, default_value_t = 4)]
-        max_per_question: usize,
-        /// Shortest trace, in characters.
-        #[arg(long, default_value_t = 1)]
-        min_chars: usize,
-        /// Longest trace, in characters.
-        #[arg(long, default_value_t = 16_384)]
-        max_chars: usize,
-        /// MinHash Jaccard estimate from which two questions are near
-        /// duplicates (0 to 1).
-        #[arg(long, default_value_t = 0.8)]
-        near_dup_threshold: f64,
-        /// Share of the questions held out for validation (0 to 1).
-        #[arg(long, default_value_t = 0.1)]
-        val_fraction: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Keep traces the verifier rejected (a control without its
-        /// filtering; not for real training data).
-        #[arg(long)]
-        include_rejected: bool,
+        #[command(flatten)]
+        options: curate::CurateOptions,
     },
     /// Fine-tune a student on a curated dataset (train.jsonl, val.jsonl):
     /// loss on the assistant's tokens, AdamW, warm-up and cosine decay.
@@ -149,39 +122,21 @@ enum Command {
     /// quantized GGUF with the parent's tokenizer and template and
     /// provenance, then check it against the weights with edgeloop's CPU path.
     Export {
-        /// The student the weights were trained from.
-        #[arg(long)]
-        parent: PathBuf,
         #[arg(long)]
         weights: PathBuf,
         /// The training data (hashed into the provenance).
         #[arg(long)]
         dataset: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        round: u32,
-        /// q8_0, q4_0, q4_1, f16 or f32.
-        #[arg(long = "type", default_value = "q8_0")]
-        dtype: String,
-        #[arg(long)]
-        out: PathBuf,
-        /// Also run the file in llama.cpp: a folder from which the
-        /// llama-cpp-python package (`llama_cpp`) imports.
-        #[arg(long)]
-        llama_cpp_python: Option<PathBuf>,
+        #[command(flatten)]
+        export: student::ExportArgs,
     },
     /// Bring a safetensors checkpoint of another trainer (Hugging Face
     /// names, same architecture as --parent) into GGUF through `export`.
     ImportCheckpoint {
         #[arg(long)]
-        parent: PathBuf,
-        #[arg(long)]
         checkpoint: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        round: u32,
-        #[arg(long = "type", default_value = "q8_0")]
-        dtype: String,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        export: student::ExportArgs,
     },
     /// Accuracy of students side by side on held-out tasks
     /// (`{"question","answer"}` JSONL).
@@ -299,33 +254,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Curate {
-            db,
-            out,
-            min_votes,
-            min_share,
-            max_per_question,
-            min_chars,
-            max_chars,
-            near_dup_threshold,
-            val_fraction,
-            seed,
-            include_rejected,
-        } => curate::run(
-            &db,
-            &out,
-            &curate::CurateOptions {
-                min_votes,
-                min_share,
-                max_per_question,
-                min_chars,
-                max_chars,
-                near_dup_threshold,
-                val_fraction,
-                seed,
-                include_rejected,
-            },
-        ),
+        Command::Curate { db, out, options } => curate::run(&db, &out, &options),
         Command::Distill {
             student,
             data,
@@ -333,37 +262,19 @@ fn run(cli: Cli) -> Result<()> {
             args,
         } => student::run_distill(&student, &data, &out, &args).map(drop),
         Command::Export {
-            parent,
             weights,
             dataset,
-            round,
-            dtype,
-            out,
-            llama_cpp_python,
+            export,
         } => {
-            let dtype = student::parse_type(&dtype)?;
-            let s = student::student_with(&parent, &student::read_safetensors(&weights)?)?;
-            let prov = student::provenance(&parent, &dataset, round)?;
-            let check = student::export_student(&s, &parent, dtype, &prov, &out)?;
-            if let Some(dir) = llama_cpp_python {
-                student::llama_cpp_agreement(&out, &check, &dir)?;
-            }
-            Ok(())
+            let s = student::student_with(&export.parent, &student::read_safetensors(&weights)?)?;
+            export.run(&s, &dataset)
         }
-        Command::ImportCheckpoint {
-            parent,
-            checkpoint,
-            round,
-            dtype,
-            out,
-        } => {
-            let dtype = student::parse_type(&dtype)?;
-            let s = edgeloop_train::Student::open(&parent)?;
+        Command::ImportCheckpoint { checkpoint, export } => {
+            let s = edgeloop_train::Student::open(&export.parent)?;
             let weights =
                 edgeloop_train::import::from_hf(student::read_safetensors(&checkpoint)?, &s)?;
             s.set_weights(&weights, false)?;
-            let prov = student::provenance(&parent, &checkpoint, round)?;
-            student::export_student(&s, &parent, dtype, &prov, &out).map(drop)
+            export.run(&s, &checkpoint)
         }
         Command::Eval {
             students,

@@ -223,9 +223,7 @@ fn held(
         if r.verification.accepted {
             accepted += 1;
             let truth = tasks.iter().find(|k| k.question == r.question);
-            right += usize::from(truth.is_some_and(|k| {
-                r.answer.is_some() && r.answer == scaling::normalize(&k.answer, kind)
-            }));
+            right += usize::from(truth.is_some_and(|k| k.is_answered_by(&r.answer, kind)));
         }
     }
     Ok((records.len(), accepted, labelled.then_some(right)))
@@ -239,14 +237,7 @@ fn solve_and_store(
     tasks: &[edgeloop_desktop::tasks::Task],
     db: &Path,
 ) -> Result<(usize, usize, Option<usize>)> {
-    let engine = edgeloop_core::Engine::load(
-        &args.parent,
-        edgeloop_core::EngineOptions {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("loading {}", args.parent.display()))?;
+    let engine = st::engine(&args.parent)?;
     let options = args.scaling.options(&args.strategy)?;
     let vopts = args.verifier.options(&engine, args.scaling.seed)?;
     let model = ModelInfo {
@@ -269,11 +260,7 @@ fn solve_and_store(
         let v = verify::verify_solution(&engine, &task.question, &s, &vopts)?;
         if v.accepted {
             accepted += 1;
-            right += usize::from(
-                labelled
-                    && s.answer.is_some()
-                    && s.answer == scaling::normalize(&task.answer, options.kind),
-            );
+            right += usize::from(labelled && task.is_answered_by(&s.answer, options.kind));
         }
         records.push(TraceRecord::from_solution(
             model.clone(),

@@ -96,7 +96,8 @@ pub fn weights_path(out: &Path) -> PathBuf {
     out.join("weights.safetensors")
 }
 
-fn engine(path: &Path) -> Result<Engine> {
+/// Loads a student for solving and scoring, on every core.
+pub fn engine(path: &Path) -> Result<Engine> {
     Engine::load(
         path,
         EngineOptions {
@@ -218,6 +219,40 @@ const CHECK_QUESTIONS: [&str; 4] = [
     "Name a colour of the sky.",
     "Write one short sentence about rivers.",
 ];
+
+/// Where and how `export` and `import-checkpoint` write a student.
+#[derive(Args, Clone, Debug)]
+pub struct ExportArgs {
+    /// The student the weights belong to (its tokenizer, template and
+    /// hyper-parameters are kept; its sha256 goes into the provenance).
+    #[arg(long)]
+    pub parent: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub round: u32,
+    /// q8_0, q4_0, q4_1, f16 or f32.
+    #[arg(long = "type", default_value = "q8_0")]
+    pub dtype: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also run the file in llama.cpp: a folder from which the
+    /// llama-cpp-python package (`llama_cpp`) imports.
+    #[arg(long)]
+    pub llama_cpp_python: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// Exports `student`, with `source` (the data or checkpoint it came
+    /// from) hashed into the provenance, and checks the file.
+    pub fn run(&self, student: &Student, source: &Path) -> Result<()> {
+        let dtype = parse_type(&self.dtype)?;
+        let prov = provenance(&self.parent, source, self.round)?;
+        let check = export_student(student, &self.parent, dtype, &prov, &self.out)?;
+        if let Some(dir) = &self.llama_cpp_python {
+            llama_cpp_agreement(&self.out, &check, dir)?;
+        }
+        Ok(())
+    }
+}
 
 /// Writes `student` as `out` with `dtype` and checks the file against it.
 pub fn export_student(
