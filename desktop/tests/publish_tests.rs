@@ -92,6 +92,18 @@ fn edgeloop(cache: &Path, args: &[&str], env_token: Option<&str>) -> Output {
     cmd.output().unwrap()
 }
 
+/// `edgeloop generate --offline --model NAME -n N PROMPT` on a device's
+/// cache, which must succeed.
+fn run_pulled(cache: &Path, name: &str, n: &str, prompt: &str) -> Output {
+    let out = edgeloop(
+        cache,
+        &["generate", "--offline", "--model", name, "-n", n, prompt],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
 /// `edgeloop pull NAME --from URL --token TOKEN`.
 fn pull(cache: &Path, name: &str, url: &str) -> Output {
     edgeloop(
@@ -216,20 +228,12 @@ fn a_published_student_is_pulled_verified_and_runs_by_name() {
         text(&out.stderr)
     );
 
-    let out = edgeloop(
+    let out = run_pulled(
         device.path(),
-        &[
-            "generate",
-            "--offline",
-            "--model",
-            "student",
-            "-n",
-            "4",
-            "What is the capital of France? Answer in one word.",
-        ],
-        None,
+        "student",
+        "4",
+        "What is the capital of France? Answer in one word.",
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).trim().is_empty());
     let out = edgeloop(device.path(), &["models", "list"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -255,20 +259,7 @@ fn a_published_student_is_pulled_verified_and_runs_by_name() {
     assert_eq!(sha(&published.join("student.gguf")), sha(&base_model()));
     assert_eq!(read_manifest(&published.join("student.json")), m2);
     assert_eq!(files(&published), set(&["student.gguf", "student.json"]));
-    let out = edgeloop(
-        device.path(),
-        &[
-            "generate",
-            "--offline",
-            "--model",
-            "student",
-            "-n",
-            "2",
-            "Hi",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    run_pulled(device.path(), "student", "2", "Hi");
 }
 
 /// Asserts the device still holds `name` exactly as `held` describes it,
