@@ -73,9 +73,8 @@ fn start(extra: &[&str]) -> Server {
         }
         let err = std::fs::read_to_string(log.path()).unwrap_or_default();
         tx.send((addr, err)).unwrap();
-        loop {
-            thread::park();
-        }
+        // Waiting keeps this thread, which the child's life is tied to.
+        let _ = child.wait();
     });
     let (addr, err) = rx.recv().unwrap();
     let addr = addr.unwrap_or_else(|| panic!("edgeloop serve did not start: {err}"));
@@ -510,12 +509,39 @@ fn a_client_dropping_a_stream_cancels_it_and_the_server_keeps_serving() {
     }
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
     drop(conn);
+    let cancelled = wait_cancelled(s, before["cancelled"].as_u64().unwrap());
+    chat_ok(s, &greedy("What is 2+3?", 8));
+
+    // A plain request whose client hangs up while it is generated.
+    let body = json!({
+        "messages": [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}],
+        "max_tokens": 1000, "temperature": 0,
+    })
+    .to_string();
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.addr,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body.as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    drop(conn);
+    wait_cancelled(s, cancelled);
+    chat_ok(s, &greedy("What is 2+3?", 8));
+}
+
+/// Waits until the server counts more cancelled jobs than `before`; gives
+/// the new count.
+fn wait_cancelled(s: &Server, before: u64) -> u64 {
     let start = Instant::now();
-    let before = before["cancelled"].as_u64().unwrap();
     loop {
         let (_, health) = get(s, "/health", None);
-        if health["cancelled"].as_u64().unwrap() > before {
-            break;
+        let now = health["cancelled"].as_u64().unwrap();
+        if now > before {
+            return now;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
@@ -523,7 +549,6 @@ fn a_client_dropping_a_stream_cancels_it_and_the_server_keeps_serving() {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    chat_ok(s, &greedy("What is 2+3?", 8));
 }
 
 #[test]
