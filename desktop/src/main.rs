@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod pull;
+mod serve;
 mod solve;
 mod traces;
 
@@ -86,6 +87,8 @@ enum Command {
     },
     /// List, show, count, export and report the stored reasoning traces.
     Traces(traces::TracesArgs),
+    /// Serve the model over a local OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,6 +271,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Tasks { command } => tasks::run(&command),
         Command::Traces(args) => traces::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 
