@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs edgeloop's whole test suite on a fresh machine: builds the CLI and tests, pulls
 # the two real models the tests run on (a no-op when they are cached), then
-# runs every test in release mode (the models are too slow unoptimised).
+# runs every test in release mode (the models are too slow unoptimised),
+# then the bindings' tests (Python, C header, Kotlin on the JVM) and the
+# mobile target builds.
+#
+# Besides Rust and Python 3 with pip, the binding tests need pytest, a C
+# compiler, kotlinc ($KOTLINC or on PATH), a JDK, JNA and JUnit 4, and the
+# mobile builds clang, llvm and the arm64 C headers; .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +17,11 @@ cargo test --release --locked --workspace --no-run
 ./target/release/edgeloop pull smollm2-135m-instruct
 ./target/release/edgeloop pull gemma3-270m
 cargo test --release --locked --workspace
+
+# The bindings, generated from the library just built, and their tests.
+bash ffi/bindgen.sh
+python3 -m pytest -q ffi/tests/python
+bash ffi/tests/c/run.sh
+bash android/test-jvm.sh
+
+bash tests/mobile.sh

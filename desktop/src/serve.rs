@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
 use edgeloop_core::CancelToken;
+use edgeloop_desktop::auth;
 use http_body_util::LengthLimitError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::unbounded_channel;
@@ -165,17 +166,8 @@ fn authorize(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &s.api_key else {
         return Ok(());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    let matches = given.is_some_and(|given| {
-        given.len() == want.len()
-            && given
-                .iter()
-                .zip(want.as_bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
+    let given = auth::bearer(headers);
+    let matches = given.is_some_and(|given| auth::token_matches(given, want));
     if matches {
         Ok(())
     } else {

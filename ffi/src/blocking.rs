@@ -40,9 +40,10 @@ where
             }
         });
     if let Err(e) = spawned {
-        slot.lock().unwrap_or_else(|p| p.into_inner()).result = Some(Err(EdgeloopError::Internal {
-            reason: format!("could not start a worker thread: {e}"),
-        }));
+        slot.lock().unwrap_or_else(|p| p.into_inner()).result =
+            Some(Err(EdgeloopError::Internal {
+                reason: format!("could not start a worker thread: {e}"),
+            }));
     }
     Blocking { slot }
 }

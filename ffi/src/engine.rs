@@ -22,7 +22,7 @@ pub enum Backend {
 }
 
 /// How to open a model. Every field has a default.
-#[derive(Clone, Debug, uniffi::Record)]
+#[derive(Clone, Debug, Default, uniffi::Record)]
 pub struct EngineConfig {
     /// `None` is [`Backend::Auto`].
     #[uniffi(default = None)]
@@ -45,19 +45,6 @@ pub struct EngineConfig {
     /// file; apps whose models sit in read-only storage set this).
     #[uniffi(default = None)]
     pub cache_dir: Option<String>,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            backend: None,
-            threads: 0,
-            context: 0,
-            memory_budget_bytes: None,
-            models_dir: None,
-            cache_dir: None,
-        }
-    }
 }
 
 /// What was opened.
@@ -203,7 +190,9 @@ impl Engine {
 fn locate(model: &str, models_dir: &Path) -> Result<(PathBuf, String), EdgeloopError> {
     let not_found = |reason: String| EdgeloopError::ModelNotFound { reason };
     if model.trim().is_empty() {
-        return Err(EdgeloopError::invalid("model is empty: give a path or a name"));
+        return Err(EdgeloopError::invalid(
+            "model is empty: give a path or a name",
+        ));
     }
     if model.ends_with(".gguf") || model.contains('/') || model.contains('\\') {
         let path = PathBuf::from(model);

@@ -111,3 +111,51 @@ pub(crate) fn count(name: &str, value: u32, max: usize) -> Result<usize, Edgeloo
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let r: Result<(), _> = guard(|| panic!("kernel exploded at row {}", 7));
+        match r {
+            Err(EdgeloopError::Internal { reason }) => {
+                assert_eq!(reason, "kernel exploded at row 7")
+            }
+            other => panic!("expected Internal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn core_errors_map_to_their_case() {
+        let e: EdgeloopError = CoreError::ZeroMaxTokens.into();
+        assert!(matches!(e, EdgeloopError::InvalidArgument { .. }));
+        let e: EdgeloopError = CoreError::MemoryBudget {
+            budget: 1,
+            model: 2,
+            kv: 3,
+            positions: 4,
+        }
+        .into();
+        assert!(
+            matches!(e, EdgeloopError::ResourceLimit { ref reason } if reason.contains("memory budget"))
+        );
+    }
+
+    #[test]
+    fn counts_outside_their_range_are_refused_by_name() {
+        assert_eq!(count("samples", 4, 16).unwrap(), 4);
+        let e = count("samples", 0, 16).unwrap_err().to_string();
+        assert!(e.contains("samples = 0") && e.contains("1 to 16"), "{e}");
+        assert!(count("votes", 17, 16).is_err());
+    }
+
+    #[test]
+    fn exported_objects_are_thread_safe() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::Engine>();
+        shareable::<crate::Session>();
+        shareable::<crate::Traces>();
+    }
+}

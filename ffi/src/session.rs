@@ -152,13 +152,11 @@ impl Session {
         let ids = core.encode(&prompt)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel);
         let mut session = core.session();
-        let result = session.generate(&ids, &options, &mut |event| {
-            match listener {
-                Some(l) if !event.text.is_empty() && !l.on_token(event.text.to_string()) => {
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
+        let result = session.generate(&ids, &options, &mut |event| match listener {
+            Some(l) if !event.text.is_empty() && !l.on_token(event.text.to_string()) => {
+                ControlFlow::Break(())
             }
+            _ => ControlFlow::Continue(()),
         });
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let generation = result?;
@@ -220,7 +218,12 @@ impl Session {
     /// Stops the generation in progress, if any; it returns what it has
     /// with [`FinishReason::Cancelled`].
     pub fn cancel(&self) {
-        if let Some(token) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(token) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             token.cancel();
         }
     }

@@ -166,7 +166,11 @@ pub struct CheckedSolution {
 #[uniffi::export]
 impl Engine {
     /// Answers `question`, spending compute as `config` says.
-    pub fn solve(&self, question: String, config: SolveConfig) -> Result<SolveResult, EdgeloopError> {
+    pub fn solve(
+        &self,
+        question: String,
+        config: SolveConfig,
+    ) -> Result<SolveResult, EdgeloopError> {
         guard(|| solve_core(&self.shared, &question, &config).map(|s| solve_result(&s)))
     }
 
@@ -290,15 +294,20 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
         None => None,
     };
     let max_tokens = match config.max_total_tokens {
-        Some(0) => return Err(EdgeloopError::invalid("max_total_tokens must be at least 1")),
+        Some(0) => {
+            return Err(EdgeloopError::invalid(
+                "max_total_tokens must be at least 1",
+            ))
+        }
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         None => None,
     };
     Ok(SolveOptions {
         strategy,
-        kind: config.kind.parse().map_err(|e| {
-            EdgeloopError::invalid(format!("kind: {e}"))
-        })?,
+        kind: config
+            .kind
+            .parse()
+            .map_err(|e| EdgeloopError::invalid(format!("kind: {e}")))?,
         max_tokens: config.max_tokens as usize,
         temperature: config.temperature,
         top_p: config.top_p,

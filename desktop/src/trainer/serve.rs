@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use edgeloop_core::manifest::{check_published_name, Published};
 use edgeloop_core::trace::{StoreError, TraceStore, TRACES_PATH};
+use edgeloop_desktop::auth;
 use http_body_util::LengthLimitError;
 use tokio::io::AsyncReadExt;
 
@@ -142,19 +143,7 @@ fn json(value: &impl serde::Serialize) -> Response {
 /// Whether the request carries `Authorization: Bearer <token>`; compares in
 /// time independent of where the tokens differ.
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    let want = token.as_bytes();
-    given.len() == want.len()
-        && given
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    auth::bearer(headers).is_some_and(|given| auth::token_matches(given, token))
 }
 
 async fn traces(State(s): State<Arc<Shared>>, req: Request) -> Response {
