@@ -4,16 +4,26 @@
 # UniFFI version as the library). The sources are build outputs: never
 # edit or commit them.
 #
-#   ffi/bindgen.sh [OUT_DIR]      (default: target/bindings)
+#   ffi/bindgen.sh [--no-build] [OUT_DIR]      (default: target/bindings)
+#
+# --no-build uses the library and generator already in target/release (as
+# tests/run.sh builds them with the rest of the workspace).
 #
 # OUT_DIR/kotlin/dev/edgeloop/edgeloop.kt, OUT_DIR/swift/{Edgeloop.swift,
 # edgeloopFFI.h, EdgeloopFFI.modulemap}, OUT_DIR/python/edgeloop.py with the
 # library copied beside it (importable with OUT_DIR/python on sys.path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build=1
+if [ "${1:-}" = "--no-build" ]; then
+  build=0
+  shift
+fi
 out="${1:-target/bindings}"
 
-cargo build --release --locked -p edgeloop-ffi -p uniffi-bindgen
+if [ "$build" = 1 ]; then
+  cargo build --release --locked -p edgeloop-ffi -p uniffi-bindgen
+fi
 case "$(uname -s)" in
   Darwin) lib=target/release/libedgeloop_ffi.dylib ;;
   *) lib=target/release/libedgeloop_ffi.so ;;

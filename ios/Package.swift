@@ -12,7 +12,13 @@ let package = Package(
     ],
     targets: [
         .binaryTarget(name: "EdgeloopFFI", path: "build/EdgeloopFFI.xcframework"),
-        .target(name: "Edgeloop", dependencies: ["EdgeloopFFI"], path: "Sources/Edgeloop"),
+        .target(
+            name: "Edgeloop",
+            dependencies: ["EdgeloopFFI"],
+            path: "Sources/Edgeloop",
+            // The trace store uses the SDK's SQLite.
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         .testTarget(name: "EdgeloopTests", dependencies: ["Edgeloop"], path: "Tests/EdgeloopTests"),
     ]
 )

@@ -11,15 +11,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build the tests (and with them the binaries) first: one build with the
-# features the whole workspace's tests unify to, so nothing is compiled twice.
-cargo test --release --locked --workspace --no-run
+# Build everything first: tests, binaries, the bindings' library and their
+# generator, in one build with the features the whole workspace's tests
+# unify to, so nothing is compiled twice.
+cargo build --release --locked --workspace --all-targets
 ./target/release/edgeloop pull smollm2-135m-instruct
 ./target/release/edgeloop pull gemma3-270m
 cargo test --release --locked --workspace
 
 # The bindings, generated from the library just built, and their tests.
-bash ffi/bindgen.sh
+bash ffi/bindgen.sh --no-build
 python3 -m pytest -q ffi/tests/python
 bash ffi/tests/c/run.sh
 bash android/test-jvm.sh

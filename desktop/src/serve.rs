@@ -29,7 +29,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
 use edgeloop_core::CancelToken;
-use edgeloop_desktop::auth;
+use edgeloop_desktop::http;
 use http_body_util::LengthLimitError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::unbounded_channel;
@@ -114,31 +114,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // One line on stdout once the socket is open, for whoever started us.
         println!("listening on http://{addr}");
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(http::shutdown_signal())
             .await
             .context("serve")
     })
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 /// Seconds since the Unix epoch.
@@ -166,8 +145,8 @@ fn authorize(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &s.api_key else {
         return Ok(());
     };
-    let given = auth::bearer(headers);
-    let matches = given.is_some_and(|given| auth::token_matches(given, want));
+    let given = http::bearer(headers);
+    let matches = given.is_some_and(|given| http::token_matches(given, want));
     if matches {
         Ok(())
     } else {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_host_holds, enable_reporting, host_ids, traces, Host, TOKEN};
+use common::{assert_host_holds, enable_reporting, host_ids, http, traces, Host, TOKEN};
 use edgeloop_core::trace::{
     ListFilter, ModelInfo, ReportConfig, Reporter, TraceParts, TraceRecord, TraceSample,
     TraceSpend, TraceStore, Verification, VerifierVote,
@@ -83,28 +83,6 @@ fn device_store(path: &Path, n: u64) -> HashSet<String> {
         }
     }
     expected
-}
-
-/// One HTTP/1.1 request on a fresh connection; the status and body.
-fn http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    // The host may answer (413, 401) and close before reading a large body.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
 }
 
 fn post(addr: SocketAddr, headers: &[&str], body: &[u8]) -> (u16, String) {

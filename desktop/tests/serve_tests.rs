@@ -448,35 +448,13 @@ fn a_full_queue_answers_503_and_keeps_serving() {
     chat_ok(&s, &greedy("What is 2+3?", 8));
 }
 
-/// Sends a raw HTTP request and reads the whole answer: status and body.
-fn raw_http(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) and close before reading a large body.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 fn raw_post(addr: &str, extra_headers: &str, body: &[u8]) -> (u16, String) {
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n{extra_headers}\r\n",
         body.len()
     );
-    raw_http(addr, &head, body)
+    common::http(addr, &head, body)
 }
 
 #[test]
@@ -877,7 +855,7 @@ fn bad_requests_are_refused_with_openai_errors_naming_the_field() {
     chunked.push_str("0\r\n\r\n");
     assert_error(
         "chunked too large",
-        raw_http(&s.addr, &chunked, b""),
+        common::http(&s.addr, &chunked, b""),
         413,
         None,
     );

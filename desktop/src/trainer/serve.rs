@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use edgeloop_core::manifest::{check_published_name, Published};
 use edgeloop_core::trace::{StoreError, TraceStore, TRACES_PATH};
-use edgeloop_desktop::auth;
+use edgeloop_desktop::http;
 use http_body_util::LengthLimitError;
 use tokio::io::AsyncReadExt;
 
@@ -87,31 +87,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             eprintln!("edgeloop-trainer: offering the models in {}", dir.display());
         }
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(http::shutdown_signal())
             .await
             .context("serve")
     })
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -143,7 +122,7 @@ fn json(value: &impl serde::Serialize) -> Response {
 /// Whether the request carries `Authorization: Bearer <token>`; compares in
 /// time independent of where the tokens differ.
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    auth::bearer(headers).is_some_and(|given| auth::token_matches(given, token))
+    http::bearer(headers).is_some_and(|given| http::token_matches(given, token))
 }
 
 async fn traces(State(s): State<Arc<Shared>>, req: Request) -> Response {
