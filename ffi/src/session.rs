@@ -2,7 +2,10 @@
 //! streaming listener, blocking or async, cancellable from any thread.
 
 use std::ops::ControlFlow;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use self_cell::self_cell;
 
 use edgeloop_core::tokenizer::ChatMessage;
 use edgeloop_core::{CancelToken, GenerateOptions, Prompt, SamplerConfig};
@@ -91,6 +94,9 @@ pub struct GenerationResult {
     pub text: String,
     pub finish_reason: FinishReason,
     pub prompt_tokens: u32,
+    /// Prompt tokens whose keys and values were kept from the previous turn
+    /// instead of being computed again.
+    pub cached_prompt_tokens: u32,
     pub completion_tokens: u32,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
@@ -104,14 +110,33 @@ pub struct Message {
     pub content: String,
 }
 
+type CoreSession<'e> = edgeloop_core::Session<'e>;
+
+self_cell!(
+    /// A core session (its KV cache) together with the engine it borrows.
+    struct LiveSession {
+        owner: Arc<Shared>,
+        #[covariant]
+        dependent: CoreSession,
+    }
+);
+
+/// What one generation at a time works on.
+struct State {
+    /// The turns so far, the system prompt first.
+    history: Vec<ChatMessage>,
+    /// Keeps the keys and values of the last prompt and reply, so the next
+    /// turn computes only what follows their common prefix.
+    live: LiveSession,
+}
+
 /// A conversation. Calls on one session take turns; [`Session::cancel`]
 /// may come from any thread.
 #[derive(uniffi::Object)]
 pub struct Session {
-    shared: Arc<Shared>,
-    /// The turns so far, the system prompt first. Held for the whole of a
-    /// generation, which is what makes calls take turns.
-    history: Mutex<Vec<ChatMessage>>,
+    /// Held for the whole of a generation, which is what makes calls take
+    /// turns.
+    state: Mutex<State>,
     /// The cancel switch of the generation in progress.
     current: Mutex<Option<CancelToken>>,
 }
@@ -119,14 +144,16 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, system_prompt: Option<String>) -> Self {
         Session {
-            shared,
-            history: Mutex::new(system_prompt.map(ChatMessage::system).into_iter().collect()),
+            state: Mutex::new(State {
+                history: system_prompt.map(ChatMessage::system).into_iter().collect(),
+                live: LiveSession::new(shared, |s| s.core.session()),
+            }),
             current: Mutex::new(None),
         }
     }
 
-    fn history(&self) -> MutexGuard<'_, Vec<ChatMessage>> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Generates from `prompt` (a chat turn appended to `history`, or plain
@@ -140,7 +167,8 @@ impl Session {
     ) -> Result<GenerationResult, EdgeloopError> {
         let options = generate_options(config)?;
         let cancel = options.cancel.clone().expect("set by generate_options");
-        let mut history = self.history();
+        let mut state = self.state();
+        let State { history, live } = &mut *state;
         let prompt = if chat {
             let mut turns = history.clone();
             turns.push(ChatMessage::user(user));
@@ -148,18 +176,32 @@ impl Session {
         } else {
             Prompt::Text(user.to_string())
         };
-        let core = &self.shared.core;
-        let ids = core.encode(&prompt)?;
+        let ids = live.borrow_owner().core.encode(&prompt)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel);
-        let mut session = core.session();
-        let result = session.generate(&ids, &options, &mut |event| match listener {
-            Some(l) if !event.text.is_empty() && !l.on_token(event.text.to_string()) => {
-                ControlFlow::Break(())
-            }
-            _ => ControlFlow::Continue(()),
-        });
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            live.with_dependent_mut(|_, session| {
+                session.generate(&ids, &options, &mut |event| match listener {
+                    Some(l) if !event.text.is_empty() && !l.on_token(event.text.to_string()) => {
+                        ControlFlow::Break(())
+                    }
+                    _ => ControlFlow::Continue(()),
+                })
+            })
+        }));
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let generation = result?;
+        let generation = match result {
+            Ok(Ok(generation)) => generation,
+            // A failed or interrupted generation may leave the cache half
+            // written: start the next turn from an empty one.
+            Ok(Err(e)) => {
+                live.with_dependent_mut(|_, session| session.reset());
+                return Err(e.into());
+            }
+            Err(panic) => {
+                live.with_dependent_mut(|_, session| session.reset());
+                resume_unwind(panic)
+            }
+        };
         let finish_reason = FinishReason::from(generation.finish_reason);
         if chat && finish_reason != FinishReason::Cancelled {
             history.push(ChatMessage::user(user));
@@ -170,6 +212,7 @@ impl Session {
             text: generation.text,
             finish_reason,
             prompt_tokens: t.prompt_tokens as u32,
+            cached_prompt_tokens: t.cached_tokens as u32,
             completion_tokens: t.generated_tokens as u32,
             prefill_tokens_per_second: t.prefill_tokens_per_sec(),
             decode_tokens_per_second: t.decode_tokens_per_sec(),
@@ -230,7 +273,8 @@ impl Session {
 
     /// The conversation so far (the system prompt first, if any).
     pub fn messages(&self) -> Vec<Message> {
-        self.history()
+        self.state()
+            .history
             .iter()
             .map(|m| Message {
                 role: m.role.clone(),
@@ -239,9 +283,12 @@ impl Session {
             .collect()
     }
 
-    /// Forgets every turn but the system prompt.
+    /// Forgets every turn but the system prompt (and the cached keys and
+    /// values with them).
     pub fn reset(&self) {
-        self.history().retain(|m| m.role == "system");
+        let mut state = self.state();
+        state.history.retain(|m| m.role == "system");
+        state.live.with_dependent_mut(|_, session| session.reset());
     }
 }
 

@@ -60,15 +60,21 @@ def test_stop_string_ends_the_reply(engine):
     assert r.text == full[: full.index(cut)]
 
 
-def test_conversation_keeps_turns(engine):
+def test_conversation_keeps_turns_and_their_cache(engine):
     s = engine.new_session("You are a terse assistant.")
     first = s.generate("Name a color.", greedy(8), None)
-    s.generate("Name another one.", greedy(8), None)
+    assert first.cached_prompt_tokens == 0
+    second = s.generate("Name another one.", greedy(8), None)
     roles = [m.role for m in s.messages()]
     assert roles == ["system", "user", "assistant", "user", "assistant"]
     assert s.messages()[2].content == first.text
+    # The second turn computes only what follows the first prompt and reply.
+    assert second.cached_prompt_tokens >= first.prompt_tokens
+    assert second.prompt_tokens > second.cached_prompt_tokens
     s.reset()
     assert [m.role for m in s.messages()] == ["system"]
+    again = s.generate("Name a color.", greedy(8), None)
+    assert again.cached_prompt_tokens == 0 and again.text == first.text
 
 
 def test_listener_returning_false_cancels_and_keeps_history(engine):
