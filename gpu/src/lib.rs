@@ -15,14 +15,20 @@
 //!   reading the GGML block layouts straight from the file's bytes.
 //! - [`kernels::elementwise`]: RMSNorm, rope (NeoX and adjacent pairs),
 //!   softmax, SiLU/GELU gating and addition.
+//! - [`kernels::attention`]: an f16 key/value cache per layer kept on the
+//!   device ([`kernels::attention::GpuKvLayer`], filled from f32 keys and
+//!   values or from CPU f16 rows) and causal, optionally sliding-window,
+//!   grouped-query attention with core's `ops::attend_f16` semantics.
 //!
 //! Every kernel is checked against edgeloop-core's CPU reference in
 //! `tests/kernels_tests.rs`. Kernel wrappers record into a caller's
 //! `wgpu::CommandEncoder`, so a forward pass can be one submission.
 //!
-//! Still to come: attention over an f16 KV cache kept on the device,
-//! subgroup reductions and tuned tiling for the matrix products, the backend
-//! boundary in edgeloop-core, and whole-model parity with the CPU path.
+//! Still to come: subgroup reductions, shader-f16 arithmetic and tuned
+//! tiling for the matrix products (they now dequantize element by element
+//! with byte reads: correct, not fast), attention over several sequences in
+//! one dispatch, the backend boundary in edgeloop-core, and whole-model
+//! parity with the CPU path.
 
 pub mod buffer;
 pub mod context;

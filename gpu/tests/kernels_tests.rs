@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use edgeloop_core::model::ops;
 use edgeloop_core::quant::{dequantize, quantize, GgmlType};
 use edgeloop_gpu::buffer::{plan_chunks, GpuVec};
+use edgeloop_gpu::kernels::attention::{attend, kv_store, scratch_len, AttentionShape, GpuKvLayer};
 use edgeloop_gpu::kernels::elementwise::{self, RopeTable};
 use edgeloop_gpu::kernels::matmul::{embed, matmul, GpuMatrix};
 use edgeloop_gpu::quant::{WeightType, ALL};
@@ -391,4 +392,153 @@ fn gated_activations_and_add_match_core() {
             assert!(e <= tol, "{name} n={n}: {e}");
         }
     }
+}
+
+/// Core's attention (as `forward.rs` calls it) of each token over a CPU
+/// f16 cache: `[tokens][n_heads * head_dim]`.
+fn cpu_attention(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    positions: &[u32],
+    s: &AttentionShape,
+) -> Vec<f32> {
+    let (hd, qd) = (s.head_dim, s.n_heads * s.head_dim);
+    let kvd = s.n_kv_heads * hd;
+    let group = s.n_heads / s.n_kv_heads;
+    let mut out = vec![0.0; q.len()];
+    let mut scores = vec![0.0; group * 1024];
+    for (t, &p) in positions.iter().enumerate() {
+        let p = p as usize;
+        let first = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        for kv in 0..s.n_kv_heads {
+            let range = t * qd + kv * group * hd..t * qd + (kv + 1) * group * hd;
+            let qr: Vec<f32> = q[range.clone()]
+                .iter()
+                .map(|&x| ops::round_f16(x))
+                .collect();
+            ops::attend_f16(
+                &qr,
+                hd,
+                keys,
+                values,
+                kvd,
+                kv * hd,
+                first..p + 1,
+                s.scale,
+                &mut scores,
+                &mut out[range],
+            );
+        }
+    }
+    out
+}
+
+/// Relative error allowed for attention: each softmax weight is rounded to
+/// f16 on both sides, and a score that differs in its last f32 bit (other
+/// summation order of q·k) can round the other way: one f16 ulp (2^-11
+/// relative) of one weight. Measured on lavapipe: at most 1.5e-5 (most
+/// shapes bit-exact: same f16 weights, values summed in row order).
+const ATTENTION_TOL: f32 = 2e-3;
+
+#[test]
+fn attention_matches_core_over_an_f16_cache() {
+    let Some(ctx) = shared() else { return };
+    let mut rng = StdRng::seed_from_u64(15);
+    let capacity = 300;
+    for (n_heads, n_kv_heads, head_dim, window) in [
+        (8, 2, 64, None),
+        (8, 2, 64, Some(16)),
+        (4, 4, 128, None),
+        (6, 1, 32, Some(100)),
+    ] {
+        let s = AttentionShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window,
+        };
+        let kvd = n_kv_heads * head_dim;
+        let keys: Vec<u16> = (0..capacity * kvd)
+            .map(|_| ops::to_f16(rng.gen_range(-2.0..2.0)))
+            .collect();
+        let values: Vec<u16> = (0..capacity * kvd)
+            .map(|_| ops::to_f16(rng.gen_range(-1.0..1.0)))
+            .collect();
+        let layer = GpuKvLayer::new(ctx, kvd, capacity).unwrap();
+        layer.write_f16(ctx, 0, &keys, &values).unwrap();
+        let positions = [0u32, 5, 64, 299];
+        let q = random_vec(positions.len() * n_heads * head_dim, &mut rng);
+        let qg = GpuVec::from_slice(ctx, &q);
+        let out = GpuVec::zeros(ctx, q.len());
+        let scratch = GpuVec::zeros(ctx, scratch_len(&s, positions.len(), &layer));
+        ctx.submit("attention", |enc| {
+            attend(ctx, enc, &layer, &qg, &positions, &s, &scratch, &out)
+        })
+        .unwrap();
+        let got = out.read(ctx).unwrap();
+        let want = cpu_attention(&q, &keys, &values, &positions, &s);
+        assert!(
+            want.iter().any(|v| v.abs() > 0.01),
+            "a non-trivial reference"
+        );
+        let e = rel_err(&got, &want);
+        eprintln!("attention {s:?}: max relative error {e:.2e}");
+        assert!(e <= ATTENTION_TOL, "attention {s:?}: {e}");
+    }
+}
+
+#[test]
+fn kv_store_rounds_like_core_and_feeds_attention() {
+    let Some(ctx) = shared() else { return };
+    let mut rng = StdRng::seed_from_u64(16);
+    let s = AttentionShape {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        scale: 0.125,
+        window: None,
+    };
+    let (kvd, capacity, tokens) = (128, 40, 40);
+    let k = random_vec(tokens * kvd, &mut rng);
+    let v = random_vec(tokens * kvd, &mut rng);
+    let layer = GpuKvLayer::new(ctx, kvd, capacity).unwrap();
+    // Stored out of order, in two batches.
+    let order: Vec<u32> = (0..tokens as u32).rev().collect();
+    let reorder = |x: &[f32]| -> Vec<f32> {
+        order
+            .iter()
+            .flat_map(|&p| x[p as usize * kvd..(p as usize + 1) * kvd].to_vec())
+            .collect()
+    };
+    let (kr, vr) = (reorder(&k), reorder(&v));
+    for half in [0..20, 20..40] {
+        let kg = GpuVec::from_slice(ctx, &kr[half.start * kvd..half.end * kvd]);
+        let vg = GpuVec::from_slice(ctx, &vr[half.start * kvd..half.end * kvd]);
+        ctx.submit("kv_store", |enc| {
+            kv_store(ctx, enc, &layer, &kg, &vg, &order[half.clone()])
+        })
+        .unwrap();
+    }
+    let keys: Vec<u16> = k.iter().map(|&x| ops::to_f16(x)).collect();
+    let values: Vec<u16> = v.iter().map(|&x| ops::to_f16(x)).collect();
+    let positions = [39u32, 0, 12];
+    let q = random_vec(positions.len() * 4 * 64, &mut rng);
+    let qg = GpuVec::from_slice(ctx, &q);
+    let out = GpuVec::zeros(ctx, q.len());
+    let scratch = GpuVec::zeros(ctx, scratch_len(&s, positions.len(), &layer));
+    ctx.submit("attention", |enc| {
+        attend(ctx, enc, &layer, &qg, &positions, &s, &scratch, &out)
+    })
+    .unwrap();
+    let got = out.read(ctx).unwrap();
+    let want = cpu_attention(&q, &keys, &values, &positions, &s);
+    assert!(
+        want.iter().any(|v| v.abs() > 0.01),
+        "a non-trivial reference"
+    );
+    let e = rel_err(&got, &want);
+    eprintln!("kv_store + attention: max relative error {e:.2e}");
+    assert!(e <= ATTENTION_TOL, "kv_store + attention: {e}");
 }

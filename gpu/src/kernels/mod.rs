@@ -1,6 +1,7 @@
 //! Kernel wrappers: each compiles its WGSL once per context, binds buffers
 //! and records dispatches into a command encoder.
 
+pub mod attention;
 pub mod elementwise;
 pub mod matmul;
 
