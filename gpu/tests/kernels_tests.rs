@@ -542,3 +542,41 @@ fn kv_store_rounds_like_core_and_feeds_attention() {
     eprintln!("kv_store + attention: max relative error {e:.2e}");
     assert!(e <= ATTENTION_TOL, "kv_store + attention: {e}");
 }
+
+#[test]
+fn matmul_and_embed_cover_more_rows_than_one_dispatch_dimension() {
+    let Some(ctx) = shared() else { return };
+    // 70 000 rows (an output vocabulary) need a two-dimensional grid of
+    // workgroups: at most 65 535 along x.
+    let e = check_matmul(ctx, WeightType::Q8_0, 70_000, 32, 1, 17);
+    eprintln!("matmul Q8_0 70000x32: max relative error {e:.2e}");
+    let mut rng = StdRng::seed_from_u64(18);
+    let data = random_matrix(WeightType::Q4_0, 70_000, 32, &mut rng);
+    let w = GpuMatrix::upload(ctx, WeightType::Q4_0, 70_000, 32, &data).unwrap();
+    let ids = [69_999u32, 65_535, 65_536, 1];
+    let out = GpuVec::zeros(ctx, ids.len() * 32);
+    ctx.submit("embed", |enc| embed(ctx, enc, &w, &ids, &out))
+        .unwrap();
+    let got = out.read(ctx).unwrap();
+    let wf = dequant(WeightType::Q4_0, &data, 70_000 * 32);
+    for (k, &id) in ids.iter().enumerate() {
+        let row = &wf[id as usize * 32..(id as usize + 1) * 32];
+        assert_eq!(&got[k * 32..(k + 1) * 32], row, "row {id}");
+    }
+}
+
+#[test]
+fn context_reports_adapter_and_features() {
+    let Some(ctx) = shared() else { return };
+    let info = ctx.adapter_info();
+    assert!(!info.name.is_empty());
+    assert!(ctx.max_binding_size() >= 1 << 20);
+    eprintln!(
+        "{} ({:?}, {:?}): {:?}, max binding {} bytes",
+        info.name,
+        info.backend,
+        info.device_type,
+        ctx.features(),
+        ctx.max_binding_size()
+    );
+}
