@@ -24,6 +24,7 @@ pub struct GpuContext {
     features: GpuFeatures,
     limits: wgpu::Limits,
     max_binding: u64,
+    use_subgroups: bool,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
 }
 
@@ -99,6 +100,7 @@ impl GpuContext {
             info,
             features,
             max_binding: limits.max_storage_buffer_binding_size,
+            use_subgroups: features.subgroups,
             limits,
             pipelines: Mutex::new(HashMap::new()),
         })
@@ -132,6 +134,18 @@ impl GpuContext {
         self.max_binding = bytes
             .min(self.limits.max_storage_buffer_binding_size)
             .max(4);
+    }
+
+    /// Whether kernels use subgroup operations (on when the device has them).
+    pub fn uses_subgroups(&self) -> bool {
+        self.use_subgroups
+    }
+
+    /// Turns the subgroup kernels off (or back on, where the device has
+    /// subgroups): for comparing the two reductions, or working around a
+    /// driver.
+    pub fn set_use_subgroups(&mut self, on: bool) {
+        self.use_subgroups = on && self.features.subgroups;
     }
 
     /// The wgpu device.

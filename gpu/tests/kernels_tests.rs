@@ -160,7 +160,11 @@ fn check_matmul(
 #[test]
 fn matmul_matches_cpu_for_every_type_and_shape() {
     let Some(ctx) = shared() else { return };
-    eprintln!("adapter: {:?}", ctx.adapter_info());
+    eprintln!(
+        "adapter: {:?}, subgroup reduction: {}",
+        ctx.adapter_info(),
+        ctx.uses_subgroups()
+    );
     for (i, t) in ALL.into_iter().enumerate() {
         let shapes: &[(usize, usize, usize)] = if t.block_len() == 256 {
             &[
@@ -184,6 +188,30 @@ fn matmul_matches_cpu_for_every_type_and_shape() {
             worst = worst.max(check_matmul(ctx, t, rows, cols, n, (i * 100 + k) as u64));
         }
         eprintln!("matmul {:5}: max relative error {worst:.2e}", t.name());
+    }
+}
+
+#[test]
+fn matmul_with_either_reduction_matches_cpu() {
+    // The shared test above uses subgroupAdd where the device has it; this
+    // one runs both reductions on a context of its own.
+    let Some(mut ctx) = own() else { return };
+    let variants = if ctx.features().subgroups {
+        vec![true, false]
+    } else {
+        vec![false]
+    };
+    for on in variants {
+        ctx.set_use_subgroups(on);
+        assert_eq!(ctx.uses_subgroups(), on);
+        for (i, t) in ALL.into_iter().enumerate() {
+            let cols = if t.block_len() == 256 { 512 } else { 320 };
+            let e = check_matmul(&ctx, t, 19, cols, 5, 1000 + i as u64);
+            eprintln!(
+                "matmul {:5} subgroups={on}: max relative error {e:.2e}",
+                t.name()
+            );
+        }
     }
 }
 

@@ -1,5 +1,11 @@
 //! Quantized matrix × f32 activations (`y[n][r] = sum_c W[r][c] * x[n][c]`)
 //! and embedding row lookup, for every [`WeightType`].
+//!
+//! The product runs one workgroup of 64 threads per row; the threads stride
+//! over the row's blocks, dequantizing each element from the block's bytes
+//! (`shaders/quant_*.wgsl`), and their partial sums are reduced with
+//! `subgroupAdd` where the device has subgroups
+//! ([`GpuContext::uses_subgroups`]), else by a tree in shared memory.
 
 use crate::buffer::{plan_chunks, uniform, upload_bytes, Chunk, GpuVec};
 use crate::context::GpuContext;
@@ -105,10 +111,20 @@ pub fn matmul(
             y.len()
         )));
     }
-    let key = format!("matmul_{}", w.dtype.name());
+    let (variant, reduction) = if ctx.uses_subgroups() {
+        ("subgroup", include_str!("../shaders/matmul_subgroup.wgsl"))
+    } else {
+        ("shared", include_str!("../shaders/matmul.wgsl"))
+    };
+    let key = format!("matmul_{}_{variant}", w.dtype.name());
     let pipeline = ctx.pipeline(
         &key,
-        || w.dtype.shader(include_str!("../shaders/matmul.wgsl")),
+        || {
+            w.dtype.shader(&format!(
+                "{}\n{reduction}",
+                include_str!("../shaders/matmul_common.wgsl")
+            ))
+        },
         "main",
     )?;
     for c in &w.chunks {
