@@ -174,6 +174,15 @@ fn matmul_matches_cpu_for_every_type_and_shape() {
                 (33, 256, 16),
                 (256, 256, 4),
             ]
+        } else if t.block_len() == 1 {
+            // Odd widths: F16 rows that end inside a 32-bit word.
+            &[
+                (1, 1, 1),
+                (5, 33, 2),
+                (64, 1024, 1),
+                (33, 511, 16),
+                (256, 256, 4),
+            ]
         } else {
             &[
                 (1, 32, 1),
@@ -255,7 +264,7 @@ fn plan_chunks_keeps_rows_whole_and_fails_on_a_row_too_large() {
 }
 
 #[test]
-fn matmul_rejects_bad_shapes() {
+fn kernels_reject_bad_shapes() {
     let Some(ctx) = shared() else { return };
     let data = vec![0u8; 4 * 34];
     assert!(GpuMatrix::upload(ctx, WeightType::Q8_0, 2, 33, &data).is_err());
@@ -268,6 +277,32 @@ fn matmul_rejects_bad_shapes() {
     let y = GpuVec::zeros(ctx, 2 * 17);
     let r = ctx.submit("bad", |enc| matmul(ctx, enc, &w, &x, 17, &y));
     assert!(matches!(r, Err(GpuError::Shape(_))), "{r:?}");
+    let out = GpuVec::zeros(ctx, 64);
+    let r = ctx.submit("bad", |enc| embed(ctx, enc, &w, &[2], &out));
+    assert!(matches!(r, Err(GpuError::Shape(_))), "{r:?}");
+    let layer = GpuKvLayer::new(ctx, 64, 8).unwrap();
+    assert!(GpuKvLayer::new(ctx, 63, 8).is_err());
+    let s = AttentionShape {
+        n_heads: 3,
+        n_kv_heads: 2,
+        head_dim: 32,
+        scale: 1.0,
+        window: None,
+    };
+    let q = GpuVec::zeros(ctx, 96);
+    let r = ctx.submit("bad", |enc| {
+        attend(ctx, enc, &layer, &q, &[0], &s, &out, &q)
+    });
+    assert!(matches!(r, Err(GpuError::Shape(_))), "{r:?}");
+    let s = AttentionShape { n_heads: 2, ..s };
+    let q = GpuVec::zeros(ctx, 64);
+    let r = ctx.submit("bad", |enc| {
+        attend(ctx, enc, &layer, &q, &[8], &s, &out, &q)
+    });
+    assert!(
+        matches!(r, Err(GpuError::Shape(_))),
+        "position past the cache: {r:?}"
+    );
 }
 
 #[test]
