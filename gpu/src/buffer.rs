@@ -1,0 +1,187 @@
+//! Buffers: weights uploaded once (split into row-aligned chunks when a
+//! tensor is larger than one storage binding may be), f32 vectors for
+//! activations, and reading f32 results back.
+
+use wgpu::util::DeviceExt;
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+
+/// Usage of the storage buffers this crate creates.
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// `bytes` rounded up to a multiple of 4 (storage buffers are read as `u32`).
+fn padded(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
+        return bytes.into();
+    }
+    let mut v = bytes.to_vec();
+    v.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+    v.into()
+}
+
+/// Uploads `bytes` into a new storage buffer, zero-padded to a multiple of 4
+/// bytes (at least 4).
+pub fn upload_bytes(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &padded(bytes),
+            usage: STORAGE,
+        })
+}
+
+/// A small uniform buffer of `u32` words (kernel parameters).
+pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> wgpu::Buffer {
+    let mut w = words.to_vec();
+    w.resize(w.len().div_ceil(4).max(1) * 4, 0);
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(&w),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// A vector of f32 values on the device (activations, norms, results).
+#[derive(Debug)]
+pub struct GpuVec {
+    pub(crate) buf: wgpu::Buffer,
+    len: usize,
+}
+
+impl GpuVec {
+    /// Uploads `data`.
+    pub fn from_slice(ctx: &GpuContext, data: &[f32]) -> Self {
+        Self {
+            buf: upload_bytes(ctx, "f32 vector", bytemuck::cast_slice(data)),
+            len: data.len(),
+        }
+    }
+
+    /// `len` zeros.
+    pub fn zeros(ctx: &GpuContext, len: usize) -> Self {
+        let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("f32 vector"),
+            size: (len.max(1) * 4) as u64,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Self { buf, len }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Overwrites the values with `data` (same length).
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        if data.len() != self.len {
+            return Err(GpuError::Shape(format!(
+                "writing {} values into a vector of {}",
+                data.len(),
+                self.len
+            )));
+        }
+        if !data.is_empty() {
+            ctx.queue
+                .write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Reads the values back (waits for all submitted work).
+    pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        read_f32(ctx, &self.buf, self.len)
+    }
+
+    /// The underlying buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+}
+
+/// Reads the first `len` f32 values of `buf` (a buffer with `COPY_SRC`),
+/// waiting for the work submitted before.
+pub fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let size = (len * 4) as u64;
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.submit("readback", |enc| {
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+        Ok(())
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
+    match rx.recv() {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(GpuError::Validation {
+                what: "readback".into(),
+                message: "the map callback never ran".into(),
+            })
+        }
+    }
+    let view = staging
+        .get_mapped_range(..)
+        .map_err(|e| GpuError::Validation {
+            what: "readback".into(),
+            message: e.to_string(),
+        })?;
+    let out = view
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
+/// One part of a [`GpuMatrix`]: rows `row_start..row_start + rows`.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub buf: wgpu::Buffer,
+    pub row_start: usize,
+    pub rows: usize,
+}
+
+/// Plans the split of `rows` rows of `row_bytes` bytes each into chunks of
+/// whole rows no larger than `limit` bytes (rounded up to 4 for padding):
+/// `(row_start, rows)` per chunk.
+pub fn plan_chunks(rows: usize, row_bytes: usize, limit: u64) -> Result<Vec<(usize, usize)>> {
+    let per = row_bytes.div_ceil(4) as u64 * 4;
+    if per > limit {
+        return Err(GpuError::TooLarge {
+            what: "one matrix row".into(),
+            bytes: per,
+            limit,
+        });
+    }
+    let max_rows = ((limit - 3) / row_bytes.max(1) as u64).max(1) as usize;
+    let mut out = Vec::new();
+    let mut r = 0;
+    while r < rows {
+        let n = max_rows.min(rows - r);
+        out.push((r, n));
+        r += n;
+    }
+    Ok(out)
+}

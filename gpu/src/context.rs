@@ -1,0 +1,228 @@
+//! The device: adapter selection, optional features, limits and a cache of
+//! compiled compute pipelines.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{GpuError, Result};
+
+/// Optional device features that were available on the adapter and are on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuFeatures {
+    /// WGSL `f16` arithmetic (`enable f16;`).
+    pub shader_f16: bool,
+    /// Subgroup operations (`subgroupAdd` and friends).
+    pub subgroups: bool,
+}
+
+/// A GPU device and queue, with what it supports and the kernels compiled
+/// on it so far.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: GpuFeatures,
+    limits: wgpu::Limits,
+    max_binding: u64,
+    use_subgroups: bool,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("device_type", &self.info.device_type)
+            .field("features", &self.features)
+            .field("max_binding", &self.max_binding)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens the first high-performance adapter of the backends named in
+    /// `WGPU_BACKEND` (all backends when it is unset) and a device on it.
+    ///
+    /// shader-f16 and subgroups are requested only when the adapter has
+    /// them ([`GpuContext::features`] says which are on); the limits are the
+    /// adapter's own. Fails with [`GpuError::NoAdapter`] when there is no
+    /// adapter, which a caller can print before falling back to the CPU.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter { why: e.to_string() })?;
+        let available = adapter.features();
+        let mut required = wgpu::Features::empty();
+        let features = GpuFeatures {
+            shader_f16: available.contains(wgpu::Features::SHADER_F16),
+            subgroups: available.contains(wgpu::Features::SUBGROUP),
+        };
+        if features.shader_f16 {
+            required |= wgpu::Features::SHADER_F16;
+        }
+        if features.subgroups {
+            required |= wgpu::Features::SUBGROUP;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("edgeloop"),
+                required_features: required,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let info = adapter.get_info();
+        log::info!(
+            "GPU: {} ({:?}, {:?}), {:?}",
+            info.name,
+            info.backend,
+            info.device_type,
+            features
+        );
+        Ok(Self {
+            device,
+            queue,
+            info,
+            features,
+            max_binding: limits.max_storage_buffer_binding_size,
+            use_subgroups: features.subgroups,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The adapter's name, backend, device type and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The optional features that are on.
+    pub fn features(&self) -> GpuFeatures {
+        self.features
+    }
+
+    /// The device's limits (the adapter's).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The largest storage buffer one binding may hold, in bytes: the
+    /// device's `max_storage_buffer_binding_size` unless lowered with
+    /// [`GpuContext::set_max_binding_size`].
+    pub fn max_binding_size(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// Lowers the binding size that tensors are split at (never above the
+    /// device's limit; at least 4 bytes). For tests of the split path.
+    pub fn set_max_binding_size(&mut self, bytes: u64) {
+        self.max_binding = bytes
+            .min(self.limits.max_storage_buffer_binding_size)
+            .max(4);
+    }
+
+    /// Whether kernels use subgroup operations (on when the device has them).
+    pub fn uses_subgroups(&self) -> bool {
+        self.use_subgroups
+    }
+
+    /// Turns the subgroup kernels off (or back on, where the device has
+    /// subgroups): for comparing the two reductions, or working around a
+    /// driver.
+    pub fn set_use_subgroups(&mut self, on: bool) {
+        self.use_subgroups = on && self.features.subgroups;
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The compute pipeline of entry point `entry` of the WGSL `source`,
+    /// compiled once and cached under `key`. Shader and pipeline errors are
+    /// returned as [`GpuError::Validation`].
+    pub(crate) fn pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+        entry: &str,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Validation {
+                what: key.to_string(),
+                message: e.to_string(),
+            });
+        }
+        let p = Arc::new(pipeline);
+        cache.insert(key.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Records work with `record` into a new command encoder, submits it and
+    /// checks for validation errors raised while recording.
+    pub fn submit(
+        &self,
+        what: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+        let recorded = record(&mut enc);
+        let cmd = enc.finish();
+        if recorded.is_ok() {
+            self.queue.submit([cmd]);
+        }
+        let err = pollster::block_on(scope.pop());
+        recorded?;
+        match err {
+            Some(e) => Err(GpuError::Validation {
+                what: what.to_string(),
+                message: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+}

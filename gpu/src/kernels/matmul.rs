@@ -1,0 +1,203 @@
+//! Quantized matrix × f32 activations (`y[n][r] = sum_c W[r][c] * x[n][c]`)
+//! and embedding row lookup, for every [`WeightType`].
+//!
+//! The product runs one workgroup of 64 threads per row; the threads stride
+//! over the row's blocks, dequantizing each element from the block's bytes
+//! (`shaders/quant_*.wgsl`), and their partial sums are reduced with
+//! `subgroupAdd` where the device has subgroups
+//! ([`GpuContext::uses_subgroups`]), else by a tree in shared memory.
+
+use crate::buffer::{plan_chunks, uniform, upload_bytes, Chunk, GpuVec};
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::kernels::{dispatch, grid, WG};
+use crate::quant::WeightType;
+
+/// The most activation columns one [`matmul`] call takes.
+pub const MAX_N: usize = 16;
+
+/// A weight matrix of `rows` × `cols` in a GGML block format, uploaded once,
+/// in chunks of whole rows that each fit in one storage binding.
+#[derive(Debug)]
+pub struct GpuMatrix {
+    dtype: WeightType,
+    rows: usize,
+    cols: usize,
+    pub(crate) chunks: Vec<Chunk>,
+}
+
+impl GpuMatrix {
+    /// Uploads `data`, the `rows` × `cols` matrix in `dtype`'s GGML layout
+    /// (rows one after another), split at the context's binding size.
+    pub fn upload(
+        ctx: &GpuContext,
+        dtype: WeightType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+    ) -> Result<Self> {
+        let row_bytes = dtype.row_bytes(cols)?;
+        if rows == 0 || data.len() != rows * row_bytes {
+            return Err(GpuError::Shape(format!(
+                "{rows} rows of {cols} {} values take {} bytes, not {}",
+                dtype.name(),
+                rows * row_bytes,
+                data.len()
+            )));
+        }
+        let chunks = plan_chunks(rows, row_bytes, ctx.max_binding_size())?
+            .into_iter()
+            .map(|(row_start, n)| Chunk {
+                buf: upload_bytes(
+                    ctx,
+                    dtype.name(),
+                    &data[row_start * row_bytes..(row_start + n) * row_bytes],
+                ),
+                row_start,
+                rows: n,
+            })
+            .collect();
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            chunks,
+        })
+    }
+
+    /// The weight type.
+    pub fn dtype(&self) -> WeightType {
+        self.dtype
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// How many buffers the matrix was split into.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// Records `y[j][r] = sum_c w[r][c] * x[j][c]` for `n` activation columns:
+/// `x` holds `n` × `cols` values, `y` receives `n` × `rows`. One dispatch per
+/// chunk of the matrix.
+pub fn matmul(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    w: &GpuMatrix,
+    x: &GpuVec,
+    n: usize,
+    y: &GpuVec,
+) -> Result<()> {
+    if n == 0 || n > MAX_N {
+        return Err(GpuError::Shape(format!(
+            "{n} activation columns (1..={MAX_N})"
+        )));
+    }
+    if x.len() != n * w.cols || y.len() != n * w.rows {
+        return Err(GpuError::Shape(format!(
+            "matmul of a {}x{} matrix with {n} columns: x has {} values, y {}",
+            w.rows,
+            w.cols,
+            x.len(),
+            y.len()
+        )));
+    }
+    let (variant, reduction) = if ctx.uses_subgroups() {
+        ("subgroup", include_str!("../shaders/matmul_subgroup.wgsl"))
+    } else {
+        ("shared", include_str!("../shaders/matmul.wgsl"))
+    };
+    let key = format!("matmul_{}_{variant}", w.dtype.name());
+    let pipeline = ctx.pipeline(
+        &key,
+        || {
+            w.dtype.shader(&format!(
+                "{}\n{reduction}",
+                include_str!("../shaders/matmul_common.wgsl")
+            ))
+        },
+        "main",
+    )?;
+    for c in &w.chunks {
+        let (gx, gy) = grid(c.rows as u32);
+        let params = uniform(
+            ctx,
+            &[
+                c.rows as u32,
+                w.cols as u32,
+                n as u32,
+                w.rows as u32,
+                c.row_start as u32,
+                gx,
+            ],
+        );
+        dispatch(
+            ctx,
+            enc,
+            &pipeline,
+            &[&c.buf, &x.buf, &y.buf, &params],
+            (gx, gy, 1),
+        );
+    }
+    Ok(())
+}
+
+/// Records the lookup of rows `ids` of `w` into `out` (`ids.len()` × `cols`
+/// f32 values), dequantized. Ids out of range leave their row untouched.
+pub fn embed(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    w: &GpuMatrix,
+    ids: &[u32],
+    out: &GpuVec,
+) -> Result<()> {
+    if ids.is_empty() || out.len() != ids.len() * w.cols {
+        return Err(GpuError::Shape(format!(
+            "embedding {} tokens of {} values into {}",
+            ids.len(),
+            w.cols,
+            out.len()
+        )));
+    }
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= w.rows) {
+        return Err(GpuError::Shape(format!(
+            "token {bad} is out of range of {} rows",
+            w.rows
+        )));
+    }
+    let key = format!("embed_{}", w.dtype.name());
+    let pipeline = ctx.pipeline(
+        &key,
+        || w.dtype.shader(include_str!("../shaders/embed.wgsl")),
+        "main",
+    )?;
+    let ids_buf = upload_bytes(ctx, "token ids", bytemuck::cast_slice(ids));
+    for c in &w.chunks {
+        let params = uniform(
+            ctx,
+            &[
+                c.rows as u32,
+                w.cols as u32,
+                ids.len() as u32,
+                c.row_start as u32,
+            ],
+        );
+        dispatch(
+            ctx,
+            enc,
+            &pipeline,
+            &[&c.buf, &ids_buf, &out.buf, &params],
+            ((w.cols as u32).div_ceil(WG), ids.len() as u32, 1),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! edgeloop-gpu: the first part of edgeloop's GPU backend, on wgpu (Vulkan,
+//! Metal, DX12) with WGSL compute kernels.
+//!
+//! What it holds:
+//! - [`context`]: [`GpuContext`], the device (adapter from `WGPU_BACKEND`,
+//!   optional shader-f16 and subgroups when the adapter has them, the
+//!   adapter's limits) and a cache of compiled pipelines.
+//!   [`GpuError::NoAdapter`] tells a caller to fall back to the CPU.
+//! - [`buffer`]: weights uploaded once (split into chunks of whole rows when
+//!   a tensor exceeds `max_storage_buffer_binding_size`), f32 vectors and
+//!   reading results back.
+//! - [`kernels::matmul`]: quantized matrix × f32 activations for 1 to 16
+//!   activation columns and embedding row lookup, for every
+//!   [`quant::WeightType`] (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K),
+//!   reading the GGML block layouts straight from the file's bytes.
+//! - [`kernels::elementwise`]: RMSNorm, rope (NeoX and adjacent pairs),
+//!   softmax, SiLU/GELU gating and addition.
+//! - [`kernels::attention`]: an f16 key/value cache per layer kept on the
+//!   device ([`kernels::attention::GpuKvLayer`], filled from f32 keys and
+//!   values or from CPU f16 rows) and causal, optionally sliding-window,
+//!   grouped-query attention with core's `ops::attend_f16` semantics.
+//!
+//! Every kernel is checked against edgeloop-core's CPU reference in
+//! `tests/kernels_tests.rs`. Kernel wrappers record into a caller's
+//! `wgpu::CommandEncoder`, so a forward pass can be one submission.
+//!
+//! Still to come: subgroup reductions, shader-f16 arithmetic and tuned
+//! tiling for the matrix products (they now dequantize element by element
+//! with byte reads: correct, not fast), attention over several sequences in
+//! one dispatch, the backend boundary in edgeloop-core, and whole-model
+//! parity with the CPU path.
+
+pub mod buffer;
+pub mod context;
+pub mod error;
+pub mod kernels;
+pub mod quant;
+
+pub use context::{GpuContext, GpuFeatures};
+pub use error::{GpuError, Result};

@@ -1,0 +1,42 @@
+// y[n][row_offset + r] = sum_c W[r][c] * x[n][c] for the rows of one chunk
+// of a quantized matrix. One workgroup per row; its threads stride over the
+// row's blocks, then reduce in shared memory. Up to MAX_N activation columns.
+// `deq`, BLOCK_LEN and BLOCK_BYTES come from the weight type's snippet.
+
+struct Params {
+    rows: u32,       // rows in this chunk
+    cols: u32,
+    n: u32,          // activation columns (1..=MAX_N)
+    y_stride: u32,   // rows of the whole matrix: y is [n][y_stride]
+    row_offset: u32, // first row of this chunk in the whole matrix
+    wg_x: u32,       // workgroups along x of the dispatch
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+const WG: u32 = 64u;
+const MAX_N: u32 = 16u;
+var<workgroup> partial: array<f32, 1024>; // MAX_N * WG
+
+// This thread's partial sums of row r for every activation column: the
+// threads of a workgroup stride over the row's blocks.
+fn accumulate(r: u32, lid: u32) -> array<f32, 16> {
+    let nb = p.cols / BLOCK_LEN;
+    let row_base = r * nb * BLOCK_BYTES;
+    var acc: array<f32, 16>;
+    for (var b = lid; b < nb; b += WG) {
+        let base = row_base + b * BLOCK_BYTES;
+        let xb = b * BLOCK_LEN;
+        for (var j = 0u; j < BLOCK_LEN; j++) {
+            let v = deq(base, j);
+            for (var n = 0u; n < p.n; n++) {
+                acc[n] += v * x[n * p.cols + xb + j];
+            }
+        }
+    }
+    return acc;
+}
+

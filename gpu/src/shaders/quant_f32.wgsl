@@ -1,0 +1,5 @@
+const BLOCK_LEN: u32 = 1u;
+const BLOCK_BYTES: u32 = 4u;
+fn deq(base: u32, j: u32) -> f32 {
+    return bitcast<f32>(w[base >> 2u]);
+}

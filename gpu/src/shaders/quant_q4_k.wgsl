@@ -1,0 +1,23 @@
+// Q4_K: d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]; eight
+// sub-blocks of 32 with 6-bit scale and min; value = d*sc*q - dmin*m.
+const BLOCK_LEN: u32 = 256u;
+const BLOCK_BYTES: u32 = 144u;
+fn deq(base: u32, j: u32) -> f32 {
+    let g = j >> 6u;          // group of 64: two sub-blocks
+    let within = j & 63u;
+    let sub = 2u * g + (within >> 5u);
+    let q = (byte_at(base + 16u + 32u * g + (within & 31u)) >> ((within >> 5u) * 4u)) & 0xFu;
+    let s = base + 4u;
+    var sc: u32;
+    var m: u32;
+    if (sub < 4u) {
+        sc = byte_at(s + sub) & 63u;
+        m = byte_at(s + sub + 4u) & 63u;
+    } else {
+        sc = (byte_at(s + sub + 4u) & 0xFu) | ((byte_at(s + sub - 4u) >> 6u) << 4u);
+        m = (byte_at(s + sub + 4u) >> 4u) | ((byte_at(s + sub) >> 6u) << 4u);
+    }
+    let d1 = f16_at(base) * f32(sc);
+    let m1 = f16_at(base + 2u) * f32(m);
+    return d1 * f32(q) - m1;
+}
