@@ -6,10 +6,15 @@
 # mobile target builds.
 #
 # Besides Rust and Python 3 with pip, the binding tests need pytest, a C
-# compiler, kotlinc ($KOTLINC or on PATH), a JDK, JNA and JUnit 4, and the
-# mobile builds clang, llvm and the arm64 C headers; .ci/run installs them.
+# compiler, kotlinc ($KOTLINC or on PATH), a JDK, JNA and JUnit 4, the
+# mobile builds clang, llvm and the arm64 C headers, and the GPU tests a
+# Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The GPU tests run on Vulkan; on a machine without a GPU that is lavapipe
+# (NODEVICE_SELECT silences a harmless Mesa warning).
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}" NODEVICE_SELECT=1
 
 # Build everything first: tests, binaries, the bindings' library and their
 # generator, in one build with the features the whole workspace's tests
