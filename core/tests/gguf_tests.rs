@@ -56,6 +56,7 @@ impl Raw {
 }
 
 fn assert_rejects(bytes: Vec<u8>, expected: &str) -> GgufError {
+    save_fuzz_seed(&bytes);
     match GgufFile::from_bytes(bytes) {
         Ok(_) => panic!("file was accepted, expected an error containing {expected:?}"),
         Err(e) => {
@@ -67,6 +68,22 @@ fn assert_rejects(bytes: Vec<u8>, expected: &str) -> GgufError {
             e
         }
     }
+}
+
+/// With `EDGELOOP_FUZZ_SEEDS=DIR`, every crafted file these tests reject is
+/// also written to `DIR` (named by its content) for the fuzz corpus; see
+/// fuzz/README.md.
+fn save_fuzz_seed(bytes: &[u8]) {
+    let Some(dir) = std::env::var_os("EDGELOOP_FUZZ_SEEDS") else {
+        return;
+    };
+    // FNV-1a: a stable name, so rerunning the tests adds no copies.
+    let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("seed-bad-{hash:016x}.gguf")), bytes).unwrap();
 }
 
 /// A small valid file with every value type and two tensors.

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::curate::{self, CurateOptions};
-use crate::ingest;
+use edgeloop_desktop::ingest;
 use crate::student::{self as st, DistillArgs};
 
 #[derive(Args)]

@@ -29,7 +29,7 @@ use edgeloop_desktop::http;
 use http_body_util::LengthLimitError;
 use tokio::io::AsyncReadExt;
 
-use super::ingest::{self, Refusal};
+use edgeloop_desktop::ingest::{self, Refusal};
 use super::publish;
 
 /// How the endpoint is run.
