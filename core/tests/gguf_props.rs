@@ -491,7 +491,11 @@ fn write_fuzz_seeds() {
     let no_ffn = common::tiny_llama_writer(|_, tensors| {
         tensors.retain(|t| !t.0.starts_with("blk.0.ffn_"));
     });
-    write("gguf_load", "tiny-llama-no-ffn.gguf", &no_ffn.to_bytes().unwrap());
+    write(
+        "gguf_load",
+        "tiny-llama-no-ffn.gguf",
+        &no_ffn.to_bytes().unwrap(),
+    );
 
     let bpe = common::tiny_llama_writer(|_, tensors| tensors.clear());
     write("tokenizer_build", "bpe.gguf", &bpe.to_bytes().unwrap());
@@ -520,7 +524,8 @@ fn write_fuzz_seeds() {
         .set("tokenizer.ggml.add_bos_token", Value::Bool(true));
     write("tokenizer_build", "spm.gguf", &spm.to_bytes().unwrap());
 
-    let messages = "\0system\0Be brief.\0user\0What is 2 + 2? <|im_start|>\0assistant\0<think>4</think>4";
+    let messages =
+        "\0system\0Be brief.\0user\0What is 2 + 2? <|im_start|>\0assistant\0<think>4</think>4";
     for (name, source) in CHAT_TEMPLATE_SEEDS {
         write(
             "chat_template",

@@ -1060,11 +1060,23 @@ fn write_fuzz_seeds() {
     };
     let accepted = record(1, true);
     let rejected = record(2, false);
-    write("trace_record", "accepted.json", accepted.to_json().as_bytes());
-    write("trace_record", "rejected.json", rejected.to_json().as_bytes());
+    write(
+        "trace_record",
+        "accepted.json",
+        accepted.to_json().as_bytes(),
+    );
+    write(
+        "trace_record",
+        "rejected.json",
+        rejected.to_json().as_bytes(),
+    );
     let mut other: serde_json::Value = serde_json::from_str(&accepted.to_json()).unwrap();
     other["schema_version"] = 2.into();
-    write("trace_record", "other-version.json", other.to_string().as_bytes());
+    write(
+        "trace_record",
+        "other-version.json",
+        other.to_string().as_bytes(),
+    );
 
     let batch = format!(
         r#"{{"schema_version":{BATCH_SCHEMA_VERSION},"traces":[{},{}]}}"#,
@@ -1073,13 +1085,24 @@ fn write_fuzz_seeds() {
     );
     // The first byte picks the encoding: even gzip, odd none.
     let with = |sel: u8, body: &[u8]| [&[sel][..], body].concat();
-    write("upload_body", "batch.json.gz", &with(0, &gzip(batch.as_bytes())));
+    write(
+        "upload_body",
+        "batch.json.gz",
+        &with(0, &gzip(batch.as_bytes())),
+    );
     write("upload_body", "batch.json", &with(1, batch.as_bytes()));
     write(
         "upload_body",
         "empty-batch.json.gz",
-        &with(0, &gzip(format!(r#"{{"schema_version":{BATCH_SCHEMA_VERSION},"traces":[]}}"#).as_bytes())),
+        &with(
+            0,
+            &gzip(format!(r#"{{"schema_version":{BATCH_SCHEMA_VERSION},"traces":[]}}"#).as_bytes()),
+        ),
     );
     // 4 MiB of zeros in about 4 KB: past the fuzz target's 1 MiB cap.
-    write("upload_body", "bomb.gz", &with(0, &gzip(&vec![0u8; 4 << 20])));
+    write(
+        "upload_body",
+        "bomb.gz",
+        &with(0, &gzip(&vec![0u8; 4 << 20])),
+    );
 }

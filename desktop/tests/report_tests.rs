@@ -731,12 +731,18 @@ fn faults_between_device_and_host_lose_and_duplicate_nothing() {
             if s.remaining == 0 && s.error.is_none() {
                 break;
             }
-            assert!(round_passes < 200, "no progress after {round_passes} passes");
+            assert!(
+                round_passes < 200,
+                "no progress after {round_passes} passes"
+            );
         }
         // Answers lost after the host stored a batch: those traces came back
         // as duplicates on the next try, and were stored once.
         let (a, d) = (accepted - round_accepted, duplicates - round_duplicates);
-        assert!(a < 120 && a + d >= 120, "round {round}: {a} accepted, {d} duplicates");
+        assert!(
+            a < 120 && a + d >= 120,
+            "round {round}: {a} accepted, {d} duplicates"
+        );
         assert_eq!(store.reportable_count().unwrap(), 0);
         assert_eq!(store.stats().unwrap().reported, 120 * (round + 1));
         round += 1;
