@@ -377,6 +377,19 @@ fn tensor_data_past_end_misaligned_or_overlapping() {
     assert_rejects(r.bytes(), "overlaps tensor \"a\"");
 }
 
+/// Found by the `gguf_load` fuzz target: the error for an offset near
+/// 2^64 added it to the data section's file offset, which overflowed (a
+/// panic with overflow checks, a wrong number without).
+#[test]
+fn tensor_offset_near_u64_max_is_reported_without_overflow() {
+    let offset = u64::MAX - 31;
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("w", &[8], 0, offset).data(64);
+    let msg = assert_rejects(r.bytes(), "runs past the end").to_string();
+    assert!(msg.contains(&format!("[{offset}, +32)")), "{msg}");
+    assert!(msg.contains("from file offset 64"), "{msg}");
+}
+
 #[test]
 fn bad_alignment_values() {
     for (a, what) in [
