@@ -677,7 +677,7 @@ fn serve_conn(
 }
 
 /// How many faulty requests (every fault but `Pass`) the fault test goes on
-/// to: `EDGELOOP_FAULTY_REQUESTS` (unset: one round of 120 traces, about 90
+/// to: `EDGELOOP_FAULTY_REQUESTS` (unset: one round of 120 traces, about 60
 /// faulty requests, the short form CI runs).
 fn faulty_requests_wanted() -> usize {
     std::env::var("EDGELOOP_FAULTY_REQUESTS")
