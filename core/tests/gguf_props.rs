@@ -469,3 +469,91 @@ proptest! {
         check(edited(&edits))?;
     }
 }
+
+/// Writes the seed corpora of the GGUF, tokenizer and chat template fuzz
+/// targets (`fuzz/corpus/`): the tiny llama file, tokenizer-only files
+/// (byte-level BPE and SentencePiece) and chat templates with messages.
+/// Run with `cargo test -p edgeloop-core --test gguf_props -- --ignored
+/// write_fuzz_seeds`; the crafted bad files of `gguf_tests` are added by
+/// running that test file with `EDGELOOP_FUZZ_SEEDS` set (see fuzz/README.md).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let corpus = common::repo_root().join("fuzz/corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    };
+    let (tiny, _) = base();
+    write("gguf_load", "tiny-llama.gguf", tiny);
+    // Missing the feed-forward tensors: refused by the loader, not the reader.
+    let no_ffn = common::tiny_llama_writer(|_, tensors| {
+        tensors.retain(|t| !t.0.starts_with("blk.0.ffn_"));
+    });
+    write(
+        "gguf_load",
+        "tiny-llama-no-ffn.gguf",
+        &no_ffn.to_bytes().unwrap(),
+    );
+
+    let bpe = common::tiny_llama_writer(|_, tensors| tensors.clear());
+    write("tokenizer_build", "bpe.gguf", &bpe.to_bytes().unwrap());
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "<start_of_turn>", "<end_of_turn>"]
+        .map(String::from)
+        .to_vec();
+    let mut types = vec![2, 3, 3, 3, 3];
+    for b in (0x00..=0x0Au8).chain(0x41..=0x46) {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    for t in ["▁", "a", "b", "h", "i", "ab", "▁a", "hi", "▁hi", "\n\n"] {
+        tokens.push(t.into());
+        types.push(if t == "\n\n" { 4 } else { 1 });
+    }
+    let scores: Vec<f32> = (0..tokens.len()).map(|i| -(i as f32)).collect();
+    let mut spm = edgeloop_core::gguf::GgufWriter::new();
+    spm.set("general.architecture", Value::String("gemma3".into()))
+        .set("tokenizer.ggml.model", Value::String("llama".into()))
+        .set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
+        .set("tokenizer.ggml.scores", Value::Array(Array::F32(scores)))
+        .set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
+        .set("tokenizer.ggml.unknown_token_id", Value::U32(0))
+        .set("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .set("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    write("tokenizer_build", "spm.gguf", &spm.to_bytes().unwrap());
+
+    let messages =
+        "\0system\0Be brief.\0user\0What is 2 + 2? <|im_start|>\0assistant\0<think>4</think>4";
+    for (name, source) in CHAT_TEMPLATE_SEEDS {
+        write(
+            "chat_template",
+            &format!("{name}.txt"),
+            format!("{source}{messages}").as_bytes(),
+        );
+    }
+}
+
+/// Chat templates for the fuzz seeds: SmolLM2-135M-Instruct's (from its
+/// GGUF metadata), edgeloop's built-in Gemma and ChatML ones, and a Llama 3
+/// style one using `strftime_now`, `raise_exception`, namespaces and loop
+/// controls.
+const CHAT_TEMPLATE_SEEDS: &[(&str, &str)] = &[
+    (
+        "smollm2",
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ),
+    (
+        "gemma-builtin",
+        "{{- bos_token -}}\n{%- set ns = namespace(prefix='') -%}\n{%- for message in messages -%}\n{%- if message.role == 'system' and not loop.last -%}\n{%- set ns.prefix = ns.prefix ~ message.content ~ '\\n\\n' -%}\n{%- else -%}\n{{- '<start_of_turn>' ~ ('model' if message.role == 'assistant' else 'user') ~ '\\n' ~ ns.prefix ~ message.content ~ '<end_of_turn>\\n' -}}\n{%- set ns.prefix = '' -%}\n{%- endif -%}\n{%- endfor -%}\n{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}",
+    ),
+    (
+        "chatml-builtin",
+        "{%- for message in messages -%}\n{{- '<|im_start|>' ~ message.role ~ '\\n' ~ message.content ~ '<|im_end|>\\n' -}}\n{%- endfor -%}\n{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
+    ),
+    (
+        "llama3-style",
+        "{{- bos_token }}\n{%- set date_string = strftime_now('%d %b %Y') %}\n{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}\n{{- '<|start_header_id|>system<|end_header_id|>\\n\\nToday Date: ' + date_string + '\\n\\n' + system_message + '<|eot_id|>' }}\n{%- for message in messages %}{%- if message.role not in ['user', 'assistant', 'tool'] %}{{ raise_exception('bad role') }}{%- endif %}{%- if message.content is string and '</think>' in message.content %}{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}{%- else %}{%- set content = message.content %}{%- endif %}{%- if loop.index > 32 %}{% break %}{% endif %}{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + content | trim + '<|eot_id|>' }}{%- endfor %}\n{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}",
+    ),
+];

@@ -56,6 +56,7 @@ impl Raw {
 }
 
 fn assert_rejects(bytes: Vec<u8>, expected: &str) -> GgufError {
+    save_fuzz_seed(&bytes);
     match GgufFile::from_bytes(bytes) {
         Ok(_) => panic!("file was accepted, expected an error containing {expected:?}"),
         Err(e) => {
@@ -67,6 +68,22 @@ fn assert_rejects(bytes: Vec<u8>, expected: &str) -> GgufError {
             e
         }
     }
+}
+
+/// With `EDGELOOP_FUZZ_SEEDS=DIR`, every crafted file these tests reject is
+/// also written to `DIR` (named by its content) for the fuzz corpus; see
+/// fuzz/README.md.
+fn save_fuzz_seed(bytes: &[u8]) {
+    let Some(dir) = std::env::var_os("EDGELOOP_FUZZ_SEEDS") else {
+        return;
+    };
+    // FNV-1a: a stable name, so rerunning the tests adds no copies.
+    let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("seed-bad-{hash:016x}.gguf")), bytes).unwrap();
 }
 
 /// A small valid file with every value type and two tensors.
@@ -358,6 +375,19 @@ fn tensor_data_past_end_misaligned_or_overlapping() {
         .tensor("b", &[16], 0, 32)
         .data(128);
     assert_rejects(r.bytes(), "overlaps tensor \"a\"");
+}
+
+/// Found by the `gguf_load` fuzz target: the error for an offset near
+/// 2^64 added it to the data section's file offset, which overflowed (a
+/// panic with overflow checks, a wrong number without).
+#[test]
+fn tensor_offset_near_u64_max_is_reported_without_overflow() {
+    let offset = u64::MAX - 31;
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("w", &[8], 0, offset).data(64);
+    let msg = assert_rejects(r.bytes(), "runs past the end").to_string();
+    assert!(msg.contains(&format!("[{offset}, +32)")), "{msg}");
+    assert!(msg.contains("from file offset 64"), "{msg}");
 }
 
 #[test]

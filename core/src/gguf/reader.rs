@@ -351,12 +351,13 @@ fn check_tensor_extents(
         if end.is_none_or(|e| e > data_len) {
             return Err(GgufError::tensor(
                 &t.name,
+                // No sum of offsets here: the offset is the file's, any u64.
                 format!(
-                    "data [{}, +{}) at file offset {} runs past the end of the file ({} bytes of tensor data)",
+                    "data [{}, +{}) runs past the end of the file ({} bytes of tensor data from file offset {})",
                     t.offset,
                     t.n_bytes,
-                    data_offset + t.offset,
-                    data_len
+                    data_len,
+                    data_offset
                 ),
             ));
         }

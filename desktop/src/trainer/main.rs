@@ -9,11 +9,12 @@
 //! device's).
 
 mod curate;
-mod ingest;
 mod publish;
 mod round;
 mod serve;
 mod student;
+
+use edgeloop_desktop::ingest;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -20,8 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::curate::{self, CurateOptions};
-use crate::ingest;
 use crate::student::{self as st, DistillArgs};
+use edgeloop_desktop::ingest;
 
 #[derive(Args)]
 pub struct RoundArgs {

@@ -29,8 +29,8 @@ use edgeloop_desktop::http;
 use http_body_util::LengthLimitError;
 use tokio::io::AsyncReadExt;
 
-use super::ingest::{self, Refusal};
 use super::publish;
+use edgeloop_desktop::ingest::{self, Refusal};
 
 /// How the endpoint is run.
 pub struct ServeOptions {
