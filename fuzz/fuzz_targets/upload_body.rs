@@ -6,7 +6,7 @@
 //! none), the rest is the body.
 #![no_main]
 
-use edgeloop_desktop::ingest::{decode_body, parse_batch};
+use edgeloop_core::trace::ingest::{decode_body, parse_batch};
 use libfuzzer_sys::fuzz_target;
 
 /// The cap on the decoded JSON (the host's default is larger; a small one

@@ -5,8 +5,10 @@
 //! leaves the device; [`TraceStore`] (`store.rs`) keeps records durably in
 //! SQLite, tracks which were reported, evicts under a size cap and writes
 //! bundles for offline transfer; `report.rs` uploads reportable traces to
-//! the host and marks what it acknowledged.
+//! the host and marks what it acknowledged; `ingest.rs` is the host's side:
+//! uploaded batches decoded, checked and stored.
 
+pub mod ingest;
 pub mod record;
 pub mod report;
 pub mod store;

@@ -14,7 +14,7 @@ mod round;
 mod serve;
 mod student;
 
-use edgeloop_desktop::ingest;
+use edgeloop_core::trace::ingest;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

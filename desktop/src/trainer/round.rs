@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::curate::{self, CurateOptions};
 use crate::student::{self as st, DistillArgs};
-use edgeloop_desktop::ingest;
+use edgeloop_core::trace::ingest;
 
 #[derive(Args)]
 pub struct RoundArgs {

@@ -30,7 +30,7 @@ use http_body_util::LengthLimitError;
 use tokio::io::AsyncReadExt;
 
 use super::publish;
-use edgeloop_desktop::ingest::{self, Refusal};
+use edgeloop_core::trace::ingest::{self, Refusal};
 
 /// How the endpoint is run.
 pub struct ServeOptions {

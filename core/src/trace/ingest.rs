@@ -1,25 +1,31 @@
-//! What the host accepts: batches and bundles checked whole before anything
-//! is stored, then stored in one transaction with dedup by id.
+//! The host's side of reporting: an uploaded body decoded under a cap, the
+//! batch checked whole before anything is stored, then stored in one
+//! transaction with dedup by id. `edgeloop-trainer serve` and `import` run
+//! it; `fuzz/` feeds it arbitrary bodies.
 
 use std::io::Read;
 
-use edgeloop_core::trace::{
-    Ack, Inserted, StoreError, TraceRecord, TraceStore, BATCH_SCHEMA_VERSION,
-};
 use flate2::read::MultiGzDecoder;
 use serde_json::Value;
+
+use super::report::{Ack, BATCH_SCHEMA_VERSION};
+use super::store::{Inserted, StoreError, TraceStore};
+use super::TraceRecord;
 
 /// Most traces in one uploaded batch.
 pub const MAX_BATCH_TRACES: usize = 10_000;
 
 /// Why a request's body is refused; each maps to one status code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// 400: not a batch this host reads.
+    #[error("{0}")]
     Bad(String),
     /// 413: larger than the host takes.
+    #[error("{0}")]
     TooLarge(String),
     /// 415: a content encoding other than gzip or none.
+    #[error("{0}")]
     Encoding(String),
 }
 
