@@ -34,7 +34,9 @@ pub mod buffer;
 pub mod context;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod quant;
 
 pub use context::{GpuContext, GpuFeatures};
 pub use error::{GpuError, Result};
+pub use model::{GpuKvCache, GpuModel};
