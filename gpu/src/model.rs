@@ -8,9 +8,7 @@
 //! matrix kernels' column limit; each chunk is one command encoder and one
 //! submission, and only the last token's logits are read back.
 
-use edgeloop_core::model::{
-    ops, Activation, MatrixRef, Model, ModelConfig, RopeStyle,
-};
+use edgeloop_core::model::{ops, Activation, MatrixRef, Model, ModelConfig, RopeStyle};
 
 use crate::buffer::GpuVec;
 use crate::context::GpuContext;

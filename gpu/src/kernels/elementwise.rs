@@ -225,7 +225,9 @@ pub fn softcap(
     cap: f32,
 ) -> Result<()> {
     if cap <= 0.0 || !cap.is_finite() {
-        return Err(GpuError::Shape(format!("softcap: cap {cap} must be positive")));
+        return Err(GpuError::Shape(format!(
+            "softcap: cap {cap} must be positive"
+        )));
     }
     unary(ctx, enc, "softcap", a, cap)
 }
