@@ -6,7 +6,8 @@
 //! identical, except that a top-1 flip at a near tie (the two best logits
 //! closer than the measured CPU/GPU difference at that step) ends the
 //! comparison with a loud report instead of a failure: SmolLM2 flips at
-//! step 18 of this prompt (cpu gap 0.077, gpu gap 0.019, max |Δlogit| ~0.9).
+//! step 18 of this prompt (cpu gap 0.077, gpu gap 0.019, max |Δlogit| 0.60
+//! at that step), Gemma 3 at step 23 (cpu gap 0.139, gpu gap 0.019).
 //!
 //! Without an adapter these tests fail, saying what to install, unless
 //! `EDGELOOP_SKIP_GPU_TESTS=1` is set. Run with `--nocapture` to see the
@@ -24,9 +25,10 @@ use edgeloop_gpu::{GpuContext, GpuModel};
 /// block, partly averaging out over a row), and the difference compounds
 /// through the layers. Measured on lavapipe (see the printed figures):
 /// SmolLM2 0.038 after the prompt and 0.044 at worst over the decode steps,
-/// Gemma 3 0.038 after the prompt; 0.1 leaves a margin of about 2× while a
-/// wrong layer (norm, rope, window) gives differences of order 1.
-const REL_TOL: f32 = 0.1;
+/// Gemma 3 0.038 after the prompt and at most 0.058 over the decode steps;
+/// 0.15 leaves a margin of about 2.5× while a wrong layer (norm, rope,
+/// window) gives differences of order 1.
+const REL_TOL: f32 = 0.15;
 
 /// Greedy tokens decoded after the prompt.
 const DECODE: usize = 32;
