@@ -7,7 +7,8 @@
 //! closer than the measured CPU/GPU difference at that step) ends the
 //! comparison with a loud report instead of a failure: SmolLM2 flips at
 //! step 18 of this prompt (cpu gap 0.077, gpu gap 0.019, max |Δlogit| 0.60
-//! at that step), Gemma 3 at step 23 (cpu gap 0.139, gpu gap 0.019).
+//! at that step), Gemma 3 at step 23 (cpu gap 0.139, gpu gap 0.019, max
+//! |Δlogit| 0.87).
 //!
 //! Without an adapter these tests fail, saying what to install, unless
 //! `EDGELOOP_SKIP_GPU_TESTS=1` is set. Run with `--nocapture` to see the
