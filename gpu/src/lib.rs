@@ -19,22 +19,29 @@
 //!   device ([`kernels::attention::GpuKvLayer`], filled from f32 keys and
 //!   values or from CPU f16 rows) and causal, optionally sliding-window,
 //!   grouped-query attention with core's `ops::attend_f16` semantics.
+//! - [`model`]: [`GpuModel`], a whole `edgeloop_core` model on the device
+//!   (weights uploaded once, a [`GpuKvCache`] per sequence) and its forward
+//!   pass, compared with the CPU path on SmolLM2 and Gemma 3 in
+//!   `tests/model_tests.rs`.
 //!
 //! Every kernel is checked against edgeloop-core's CPU reference in
 //! `tests/kernels_tests.rs`. Kernel wrappers record into a caller's
 //! `wgpu::CommandEncoder`, so a forward pass can be one submission.
 //!
-//! Still to come: subgroup reductions, shader-f16 arithmetic and tuned
+//! Still to come: shader-f16 arithmetic and tuned
 //! tiling for the matrix products (they now dequantize element by element
 //! with byte reads: correct, not fast), attention over several sequences in
-//! one dispatch, the backend boundary in edgeloop-core, and whole-model
-//! parity with the CPU path.
+//! one dispatch, more than 16 tokens per matrix product (prefill now goes
+//! in chunks of 16, one submission each), reusing scratch buffers across
+//! forward passes, and the backend boundary in edgeloop-core.
 
 pub mod buffer;
 pub mod context;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod quant;
 
 pub use context::{GpuContext, GpuFeatures};
 pub use error::{GpuError, Result};
+pub use model::{GpuKvCache, GpuModel};

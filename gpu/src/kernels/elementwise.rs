@@ -190,3 +190,44 @@ pub fn gelu_mul(
 pub fn add(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, a: &GpuVec, b: &GpuVec) -> Result<()> {
     binary(ctx, enc, "add", a, b)
 }
+
+fn unary(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &'static str,
+    a: &GpuVec,
+    s: f32,
+) -> Result<()> {
+    if a.is_empty() {
+        return Err(GpuError::Shape(format!("{entry}: an empty vector")));
+    }
+    let pipeline = ctx.pipeline(
+        &format!("unary_{entry}"),
+        || include_str!("../shaders/unary.wgsl").into(),
+        entry,
+    )?;
+    let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
+    let params = uniform(ctx, &[a.len() as u32, gx, s.to_bits()]);
+    dispatch(ctx, enc, &pipeline, &[&a.buf, &params], (gx, gy, 1));
+    Ok(())
+}
+
+/// Records `a *= s` (the embedding scale of Gemma).
+pub fn scale(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, a: &GpuVec, s: f32) -> Result<()> {
+    unary(ctx, enc, "scale", a, s)
+}
+
+/// Records `a = tanh(a / cap) * cap` (the final logit soft-cap).
+pub fn softcap(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    a: &GpuVec,
+    cap: f32,
+) -> Result<()> {
+    if cap <= 0.0 || !cap.is_finite() {
+        return Err(GpuError::Shape(format!(
+            "softcap: cap {cap} must be positive"
+        )));
+    }
+    unary(ctx, enc, "softcap", a, cap)
+}
