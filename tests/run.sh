@@ -7,8 +7,9 @@
 #
 # Besides Rust and Python 3 with pip, the binding tests need pytest, a C
 # compiler, kotlinc ($KOTLINC or on PATH), a JDK, JNA and JUnit 4, the
-# mobile builds clang, llvm and the arm64 C headers, and the GPU tests a
-# Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run installs them.
+# mobile builds clang, llvm and the arm64 C headers, the GPU tests a
+# Vulkan driver (lavapipe: mesa-vulkan-drivers), and the fuzz run
+# cargo-fuzz and a C++ compiler; .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,6 @@ bash ffi/tests/c/run.sh
 bash android/test-jvm.sh
 
 bash tests/mobile.sh
+
+# Every fuzz target for 20 seconds from its seeds (AddressSanitizer on).
+bash fuzz/run.sh 20
