@@ -5,6 +5,8 @@
 //! `EDGELOOP_SKIP_GPU_TESTS=1` is set, in which case they report that they
 //! were skipped and pass.
 
+mod common;
+
 use std::sync::OnceLock;
 
 use edgeloop_core::model::ops;
@@ -32,27 +34,15 @@ fn shared() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Result<GpuContext, String>> = OnceLock::new();
     match CTX.get_or_init(|| GpuContext::new().map_err(|e| e.to_string())) {
         Ok(ctx) => Some(ctx),
-        Err(e) => no_adapter(e),
+        Err(e) => common::no_adapter(e),
     }
 }
 
 fn own() -> Option<GpuContext> {
     match GpuContext::new() {
         Ok(ctx) => Some(ctx),
-        Err(e) => no_adapter(&e.to_string()),
+        Err(e) => common::no_adapter(&e.to_string()),
     }
-}
-
-fn no_adapter<T>(e: &str) -> Option<T> {
-    if std::env::var("EDGELOOP_SKIP_GPU_TESTS").as_deref() == Ok("1") {
-        eprintln!("GPU test skipped (EDGELOOP_SKIP_GPU_TESTS=1): {e}");
-        return None;
-    }
-    panic!(
-        "no GPU adapter ({e}). Install a Vulkan driver, e.g. Debian's lavapipe: \
-         `apt-get install mesa-vulkan-drivers libvulkan1`, and run with \
-         WGPU_BACKEND=vulkan; or set EDGELOOP_SKIP_GPU_TESTS=1 to skip the GPU tests"
-    );
 }
 
 fn core_type(t: WeightType) -> GgmlType {

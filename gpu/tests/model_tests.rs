@@ -14,6 +14,8 @@
 //! `EDGELOOP_SKIP_GPU_TESTS=1` is set. Run with `--nocapture` to see the
 //! measured differences.
 
+mod common;
+
 use edgeloop_core::model::{BatchToken, ForwardScratch, Model};
 use edgeloop_core::{manifest, Engine, Prompt};
 use edgeloop_gpu::{GpuContext, GpuModel};
@@ -42,17 +44,7 @@ const PROMPT: &str =
 fn gpu() -> Option<GpuContext> {
     match GpuContext::new() {
         Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var("EDGELOOP_SKIP_GPU_TESTS").as_deref() == Ok("1") {
-                eprintln!("GPU test skipped (EDGELOOP_SKIP_GPU_TESTS=1): {e}");
-                return None;
-            }
-            panic!(
-                "no GPU adapter ({e}). Install a Vulkan driver, e.g. Debian's lavapipe: \
-                 `apt-get install mesa-vulkan-drivers libvulkan1`, and run with \
-                 WGPU_BACKEND=vulkan; or set EDGELOOP_SKIP_GPU_TESTS=1 to skip the GPU tests"
-            );
-        }
+        Err(e) => common::no_adapter(&e.to_string()),
     }
 }
 
