@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::{Backend, CpuBackend};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Metadata};
 use crate::kernels::ThreadPool;
@@ -43,10 +44,11 @@ pub enum Prompt {
 
 /// An opened model, ready to create [`Session`]s.
 pub struct Engine {
-    model: Model,
+    model: Arc<Model>,
+    backend: Box<dyn Backend>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     context: usize,
     memory_budget: Option<u64>,
     load_time: Duration,
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("model", &self.model)
+            .field("backend", &self.backend.name())
             .field("context", &self.context)
             .finish()
     }
@@ -67,7 +70,7 @@ impl Engine {
         let start = Instant::now();
         let path = path.as_ref();
         let file = Arc::new(GgufFile::open(path)?);
-        let model = Model::from_gguf(file.clone())?;
+        let model = Arc::new(Model::from_gguf(file.clone())?);
         let spec = tokenizer_spec(file.metadata())?;
         let cache = options
             .tokenizer_cache
@@ -94,11 +97,13 @@ impl Engine {
                 .unwrap_or(1),
             n => n,
         };
+        let pool = Arc::new(ThreadPool::new(threads));
         Ok(Engine {
+            backend: Box::new(CpuBackend::new(model.clone(), pool.clone())),
             model,
             tokenizer,
             template,
-            pool: ThreadPool::new(threads),
+            pool,
             context,
             memory_budget: options.memory_budget,
             load_time: start.elapsed(),
@@ -108,6 +113,18 @@ impl Engine {
     /// The model.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// What runs the forward pass (the CPU unless replaced with
+    /// [`Engine::set_backend`]).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Runs this engine's sessions on `backend` (e.g. a GPU backend built
+    /// from [`Engine::model`]); sessions opened afterwards use it.
+    pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
+        self.backend = backend;
     }
 
     /// The tokenizer built from the file's metadata.
@@ -120,7 +137,7 @@ impl Engine {
         &self.template
     }
 
-    /// The thread pool running the kernels.
+    /// The thread pool running the CPU kernels.
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
     }

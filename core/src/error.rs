@@ -45,6 +45,11 @@ pub enum Error {
     },
     #[error("context size {requested} is out of range (1 to the model's {max})")]
     ContextSize { requested: usize, max: usize },
+    #[error("the {backend} backend failed: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

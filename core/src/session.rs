@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::SequenceState;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{BatchToken, ForwardScratch, KvCache};
+use crate::model::BatchToken;
 use crate::sampler::{Sampler, SamplerConfig, TokenChoice};
 use crate::tokenizer::TokenStream;
 
@@ -138,8 +139,9 @@ impl Generation {
 /// the cache of the shared prefix between consecutive prompts.
 pub struct Session<'e> {
     engine: &'e Engine,
-    cache: KvCache,
-    scratch: ForwardScratch,
+    /// The backend's caches: slot 0 holds the conversation, slots `1..=n`
+    /// the sequences of a parallel generation.
+    state: Box<dyn SequenceState + 'e>,
     logits: Vec<f32>,
     /// Tokens whose keys and values are in the cache.
     tokens: Vec<u32>,
@@ -151,8 +153,7 @@ impl<'e> Session<'e> {
     pub(crate) fn new(engine: &'e Engine) -> Self {
         Session {
             engine,
-            cache: engine.model().new_cache(0),
-            scratch: ForwardScratch::default(),
+            state: engine.backend().new_state(),
             logits: Vec::new(),
             tokens: Vec::new(),
             batch: Vec::new(),
@@ -167,19 +168,18 @@ impl<'e> Session<'e> {
 
     /// Bytes held by the KV cache.
     pub fn kv_bytes(&self) -> usize {
-        self.cache.bytes()
+        self.state.bytes()
     }
 
     /// Forgets the cache.
     pub fn reset(&mut self) {
-        self.cache.truncate(0);
+        self.state.truncate(0, 0);
         self.tokens.clear();
     }
 
     fn ensure_room(&mut self, positions: usize) -> Result<()> {
         self.engine.check_memory(positions)?;
-        self.cache.reserve(positions);
-        Ok(())
+        self.state.reserve(0, positions)
     }
 
     /// Runs `tokens` from an empty cache (like the prompt phase of
@@ -221,14 +221,14 @@ impl<'e> Session<'e> {
         } else {
             self.rows.push(chunk.len() - 1);
         }
-        self.engine.model().forward(
-            self.engine.pool(),
-            &self.batch,
-            std::slice::from_mut(&mut self.cache),
-            &self.rows,
-            &mut self.logits,
-            &mut self.scratch,
-        )?;
+        if let Err(e) = self
+            .state
+            .forward(&self.batch, &self.rows, &mut self.logits)
+        {
+            // What the cache holds past the known tokens is not trusted.
+            self.state.truncate(0, start);
+            return Err(e);
+        }
         self.tokens.extend_from_slice(chunk);
         Ok(())
     }
@@ -312,7 +312,7 @@ impl<'e> Session<'e> {
         } else {
             // The session keeps the prompt; each sequence gets its own cache.
             self.engine.check_memory(prompt.len() + n * positions)?;
-            self.cache.reserve(prompt.len());
+            self.state.reserve(0, prompt.len())?;
         }
 
         // Reuse the cached prefix; at least one prompt token is recomputed
@@ -324,31 +324,19 @@ impl<'e> Session<'e> {
             .take_while(|(a, b)| a == b)
             .count();
         let keep = common.min(prompt.len() - 1);
-        self.cache.truncate(keep);
+        self.state.truncate(0, keep);
         self.tokens.truncate(keep);
         let t0 = Instant::now();
         self.feed(&prompt[keep..])?;
         let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
-        let model = self.engine.model();
-        let vocab = model.config().vocab_size;
+        let vocab = self.engine.model().config().vocab_size;
         let tokenizer = self.engine.tokenizer();
         let stop_ids = if options.ignore_eos {
             Vec::new()
         } else {
             tokenizer.stop_ids()
-        };
-        let mut caches = if n == 1 {
-            vec![std::mem::replace(&mut self.cache, model.new_cache(0))]
-        } else {
-            (0..n)
-                .map(|_| {
-                    let mut c = model.new_cache(positions);
-                    c.copy_prefix_from(&self.cache, prompt.len());
-                    c
-                })
-                .collect()
         };
         let mut seqs = (0..n)
             .map(|i| {
@@ -367,66 +355,73 @@ impl<'e> Session<'e> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        // All sequences start from the prompt's logits.
-        let first = self.logits[..vocab].to_vec();
-        let mut rows: Vec<usize> = (0..n).collect();
-        let mut step = 0;
-        loop {
-            let cancelled = options.cancel.as_ref().is_some_and(|c| c.is_cancelled());
-            for (r, &i) in rows.iter().enumerate() {
-                let seq = &mut seqs[i];
-                if cancelled {
-                    seq.finish = Some(FinishReason::Cancelled);
-                } else {
-                    let logits = if step == 0 {
-                        &first[..]
+        // Sequence i decodes in slot 0 when alone, else in slot i + 1,
+        // starting from a copy of the prompt's keys and values.
+        let slot = |i: usize| if n == 1 { 0 } else { i + 1 };
+        let decoded = (|| -> Result<()> {
+            if n > 1 {
+                for i in 0..n {
+                    self.state.fork(0, slot(i), prompt.len(), positions)?;
+                }
+            }
+            // All sequences start from the prompt's logits.
+            let first = self.logits[..vocab].to_vec();
+            let mut rows: Vec<usize> = (0..n).collect();
+            let mut step = 0;
+            loop {
+                let cancelled = options.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+                for (r, &i) in rows.iter().enumerate() {
+                    let seq = &mut seqs[i];
+                    if cancelled {
+                        seq.finish = Some(FinishReason::Cancelled);
                     } else {
-                        &self.logits[r * vocab..(r + 1) * vocab]
-                    };
-                    seq.step(logits, &stop_ids, options.max_tokens, &mut |ev| {
-                        on_event(i, ev)
-                    })?;
+                        let logits = if step == 0 {
+                            &first[..]
+                        } else {
+                            &self.logits[r * vocab..(r + 1) * vocab]
+                        };
+                        seq.step(logits, &stop_ids, options.max_tokens, &mut |ev| {
+                            on_event(i, ev)
+                        })?;
+                    }
+                    if seq.finish.is_some() {
+                        seq.decode_secs = t1.elapsed().as_secs_f64();
+                    }
                 }
-                if seq.finish.is_some() {
-                    seq.decode_secs = t1.elapsed().as_secs_f64();
+                rows.retain(|&i| seqs[i].finish.is_none());
+                if rows.is_empty() {
+                    return Ok(());
                 }
+                self.batch.clear();
+                self.batch.extend(rows.iter().map(|&i| {
+                    let s = &seqs[i];
+                    BatchToken {
+                        token: s
+                            .choices
+                            .last()
+                            .expect("a running sequence has sampled")
+                            .token,
+                        pos: s.history.len() - 1,
+                        seq: slot(i),
+                    }
+                }));
+                self.rows.clear();
+                self.rows.extend(0..rows.len());
+                self.state
+                    .forward(&self.batch, &self.rows, &mut self.logits)?;
+                step += 1;
             }
-            rows.retain(|&i| seqs[i].finish.is_none());
-            if rows.is_empty() {
-                break;
-            }
-            self.batch.clear();
-            self.batch.extend(rows.iter().map(|&i| {
-                let s = &seqs[i];
-                BatchToken {
-                    token: s
-                        .choices
-                        .last()
-                        .expect("a running sequence has sampled")
-                        .token,
-                    pos: s.history.len() - 1,
-                    seq: i,
-                }
-            }));
-            self.rows.clear();
-            self.rows.extend(0..rows.len());
-            model.forward(
-                self.engine.pool(),
-                &self.batch,
-                &mut caches,
-                &self.rows,
-                &mut self.logits,
-                &mut self.scratch,
-            )?;
-            step += 1;
-        }
-
+        })();
         if n == 1 {
             // Keep the conversation's cache for the next prompt.
-            self.cache = caches.pop().expect("one cache");
-            let fed = self.cache.len();
+            let fed = self.state.len(0).min(seqs[0].history.len());
             self.tokens = seqs[0].history[..fed].to_vec();
+        } else {
+            for i in 0..n {
+                self.state.release(slot(i));
+            }
         }
+        decoded?;
         let mut out = Vec::with_capacity(n);
         for (i, mut seq) in seqs.into_iter().enumerate() {
             let finish = seq.finish.expect("every sequence finished");

@@ -47,6 +47,10 @@ struct ParallelReport {
 struct Report {
     model: String,
     architecture: String,
+    /// `cpu` or `wgpu`.
+    backend: String,
+    /// Threads, or the GPU adapter.
+    device: String,
     threads: usize,
     load_ms: f64,
     prompt_tokens: usize,
@@ -143,6 +147,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         architecture: c.arch.name().to_string(),
+        backend: engine.backend().name().to_string(),
+        device: engine.backend().device(),
         threads: engine.pool().n_threads(),
         load_ms,
         prompt_tokens: args.prompt_tokens,
@@ -156,10 +162,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "model         {} ({}, {} threads)",
-            report.model, report.architecture, report.threads
-        );
+        println!("model         {} ({})", report.model, report.architecture);
+        println!("backend       {} ({})", report.backend, report.device);
         println!("load          {:.1} ms", report.load_ms);
         println!(
             "prefill pp{}  {:.1} tok/s",

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgeloop_core::manifest;
 use edgeloop_core::tokenizer::ChatMessage;
-use edgeloop_core::{Engine, EngineOptions, GenerateOptions, Prompt, SamplerConfig};
+use edgeloop_core::{BackendChoice, Engine, EngineOptions, GenerateOptions, Prompt, SamplerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +126,11 @@ pub struct ModelArgs {
     /// Context size in tokens (0 = model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     context: usize,
+    /// What runs the model: auto (a hardware GPU when one is usable, else
+    /// the CPU, saying why), cpu, or wgpu (the GPU, software adapters
+    /// included; WGPU_BACKEND picks among vulkan, metal, dx12).
+    #[arg(long, default_value = "auto", value_parser = BackendChoice::NAMES)]
+    backend: String,
 }
 
 impl ModelArgs {
@@ -137,7 +142,7 @@ impl ModelArgs {
     /// [`ModelArgs::load`], also giving the model file's path.
     pub fn load_with_path(&self) -> Result<(Engine, std::path::PathBuf)> {
         let path = pull::resolve_model(self.model.as_deref(), self.offline)?;
-        let engine = Engine::load(
+        let mut engine = Engine::load(
             &path,
             EngineOptions {
                 threads: self.threads,
@@ -146,6 +151,13 @@ impl ModelArgs {
             },
         )
         .with_context(|| format!("loading {}", path.display()))?;
+        let choice: BackendChoice = self.backend.parse()?;
+        let selection = edgeloop_gpu::select(&mut engine, choice)
+            .with_context(|| format!("starting the {choice} backend"))?;
+        match &selection.fallback {
+            Some(why) => log::warn!("running on the CPU: {why}"),
+            None => log::info!("running on {}: {}", selection.backend, selection.device),
+        }
         Ok((engine, path))
     }
 }

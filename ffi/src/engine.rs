@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use edgeloop_core::engine::EngineOptions;
 use edgeloop_core::manifest::{self, Published};
 use edgeloop_core::trace::ModelInfo as TraceModel;
+use edgeloop_core::BackendChoice;
 
 use crate::error::{guard, EdgeloopError};
 use crate::session::Session;
@@ -13,11 +14,13 @@ use crate::session::Session;
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum Backend {
-    /// The best backend this build and device offer (today: the CPU).
+    /// A hardware GPU when one is usable, else the CPU
+    /// ([`ModelInfo::backend_note`] says why).
     Auto,
     /// The CPU kernels.
     Cpu,
-    /// A GPU through wgpu; refused by builds without the GPU backend.
+    /// A GPU through wgpu (Vulkan on Android, Metal on Apple platforms);
+    /// opening fails with `Unsupported` when there is none.
     Gpu,
 }
 
@@ -55,7 +58,12 @@ pub struct ModelInfo {
     pub path: String,
     /// `llama`, `qwen3` or `gemma3`.
     pub architecture: String,
+    /// Where the model runs (`Cpu` or `Gpu`, never `Auto`).
     pub backend: Backend,
+    /// What it runs on: the CPU threads, or the GPU adapter.
+    pub device: String,
+    /// Why `Auto` stayed on the CPU, when it did.
+    pub backend_note: Option<String>,
     pub context: u32,
     pub vocab_size: u32,
     pub layers: u32,
@@ -69,6 +77,7 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     pub(crate) name: String,
     pub(crate) backend: Backend,
+    backend_note: Option<String>,
     /// The file's sha256, computed on first need (trace records name it).
     sha256: OnceLock<String>,
 }
@@ -108,14 +117,10 @@ impl Engine {
     #[uniffi::constructor]
     pub fn open(model: String, config: EngineConfig) -> Result<Arc<Engine>, EdgeloopError> {
         guard(|| {
-            let backend = match config.backend.unwrap_or(Backend::Auto) {
-                Backend::Auto | Backend::Cpu => Backend::Cpu,
-                Backend::Gpu => {
-                    return Err(EdgeloopError::Unsupported {
-                        reason: "this build has no GPU backend; use Backend.CPU or Backend.AUTO"
-                            .into(),
-                    })
-                }
+            let choice = match config.backend.unwrap_or(Backend::Auto) {
+                Backend::Auto => BackendChoice::Auto,
+                Backend::Cpu => BackendChoice::Cpu,
+                Backend::Gpu => BackendChoice::Wgpu,
             };
             let models_dir = config
                 .models_dir
@@ -127,7 +132,7 @@ impl Engine {
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
                 Path::new(d).join(format!("{file}.tokenizer.json"))
             });
-            let core = edgeloop_core::Engine::load(
+            let mut core = edgeloop_core::Engine::load(
                 &path,
                 EngineOptions {
                     threads: config.threads as usize,
@@ -136,13 +141,29 @@ impl Engine {
                     tokenizer_cache,
                 },
             )?;
-            log::info!("opened {} ({})", name, path.display());
+            let selection = edgeloop_gpu::select(&mut core, choice).map_err(|e| {
+                EdgeloopError::Unsupported {
+                    reason: format!("no usable GPU: {e}"),
+                }
+            })?;
+            let backend = match selection.backend {
+                "wgpu" => Backend::Gpu,
+                _ => Backend::Cpu,
+            };
+            log::info!(
+                "opened {} ({}) on {} ({})",
+                name,
+                path.display(),
+                selection.backend,
+                selection.device
+            );
             Ok(Arc::new(Engine {
                 shared: Arc::new(Shared {
                     core,
                     path,
                     name,
                     backend,
+                    backend_note: selection.fallback,
                     sha256: OnceLock::new(),
                 }),
             }))
@@ -158,6 +179,8 @@ impl Engine {
             path: self.shared.path.display().to_string(),
             architecture: config.arch.name().to_string(),
             backend: self.shared.backend,
+            device: core.backend().device(),
+            backend_note: self.shared.backend_note.clone(),
             context: core.context_size() as u32,
             vocab_size: config.vocab_size as u32,
             layers: config.n_layers as u32,

@@ -62,6 +62,8 @@ impl From<CoreError> for EdgeloopError {
             | CoreError::ZeroMaxTokens
             | CoreError::ContextSize { .. }
             | CoreError::Invalid(_) => EdgeloopError::InvalidArgument { reason },
+            // A device lost or out of memory mid-generation.
+            CoreError::Backend { .. } => EdgeloopError::Internal { reason },
         }
     }
 }

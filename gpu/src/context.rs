@@ -16,7 +16,8 @@ pub struct GpuFeatures {
 }
 
 /// A GPU device and queue, with what it supports and the kernels compiled
-/// on it so far.
+/// on it so far. Clones share the device, queue and compiled kernels.
+#[derive(Clone)]
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -25,7 +26,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     max_binding: u64,
     use_subgroups: bool,
-    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Arc<Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -49,10 +50,17 @@ impl GpuContext {
     /// adapter's own. Fails with [`GpuError::NoAdapter`] when there is no
     /// adapter, which a caller can print before falling back to the CPU.
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async())
+        pollster::block_on(Self::new_async(true))
     }
 
-    async fn new_async() -> Result<Self> {
+    /// [`GpuContext::new`], but a software adapter (device type `Cpu`, such
+    /// as llvmpipe) counts as none: it fails with [`GpuError::NoAdapter`]
+    /// before a device is created.
+    pub fn hardware() -> Result<Self> {
+        pollster::block_on(Self::new_async(false))
+    }
+
+    async fn new_async(software: bool) -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
         let instance = wgpu::Instance::new(desc);
@@ -65,6 +73,15 @@ impl GpuContext {
             })
             .await
             .map_err(|e| GpuError::NoAdapter { why: e.to_string() })?;
+        let info = adapter.get_info();
+        if !software && info.device_type == wgpu::DeviceType::Cpu {
+            return Err(GpuError::NoAdapter {
+                why: format!(
+                    "the only adapter, {} ({:?}), is a software rasterizer",
+                    info.name, info.backend
+                ),
+            });
+        }
         let available = adapter.features();
         let mut required = wgpu::Features::empty();
         let features = GpuFeatures {
@@ -86,7 +103,6 @@ impl GpuContext {
                 ..Default::default()
             })
             .await?;
-        let info = adapter.get_info();
         log::info!(
             "GPU: {} ({:?}, {:?}), {:?}",
             info.name,
@@ -102,7 +118,7 @@ impl GpuContext {
             max_binding: limits.max_storage_buffer_binding_size,
             use_subgroups: features.subgroups,
             limits,
-            pipelines: Mutex::new(HashMap::new()),
+            pipelines: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

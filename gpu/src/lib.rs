@@ -1,5 +1,5 @@
-//! edgeloop-gpu: the first part of edgeloop's GPU backend, on wgpu (Vulkan,
-//! Metal, DX12) with WGSL compute kernels.
+//! edgeloop-gpu: edgeloop's GPU backend, on wgpu (Vulkan, Metal, DX12)
+//! with WGSL compute kernels.
 //!
 //! What it holds:
 //! - [`context`]: [`GpuContext`], the device (adapter from `WGPU_BACKEND`,
@@ -22,7 +22,14 @@
 //! - [`model`]: [`GpuModel`], a whole `edgeloop_core` model on the device
 //!   (weights uploaded once, a [`GpuKvCache`] per sequence) and its forward
 //!   pass, compared with the CPU path on SmolLM2 and Gemma 3 in
-//!   `tests/model_tests.rs`.
+//!   `tests/model_tests.rs`. [`GpuModel::forward_batch`] runs tokens of
+//!   several sequences together (batched decode for the scaling
+//!   strategies): one matrix product per weight for all of them, attention
+//!   per sequence over its own cache.
+//! - [`backend`]: [`WgpuBackend`], the `edgeloop_core::Backend` that puts an
+//!   engine's sessions on the GPU, and [`select`] (`--backend
+//!   auto|cpu|wgpu`): `auto` takes a hardware adapter when there is one and
+//!   says why it stayed on the CPU otherwise.
 //!
 //! Every kernel is checked against edgeloop-core's CPU reference in
 //! `tests/kernels_tests.rs`. Kernel wrappers record into a caller's
@@ -32,9 +39,10 @@
 //! tiling for the matrix products (they now dequantize element by element
 //! with byte reads: correct, not fast), attention over several sequences in
 //! one dispatch, more than 16 tokens per matrix product (prefill now goes
-//! in chunks of 16, one submission each), reusing scratch buffers across
-//! forward passes, and the backend boundary in edgeloop-core.
+//! in chunks of 16, one submission each), and reusing scratch buffers and
+//! bind groups across forward passes.
 
+pub mod backend;
 pub mod buffer;
 pub mod context;
 pub mod error;
@@ -42,6 +50,7 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 
+pub use backend::{select, Selection, WgpuBackend};
 pub use context::{GpuContext, GpuFeatures};
 pub use error::{GpuError, Result};
 pub use model::{GpuKvCache, GpuModel};

@@ -8,12 +8,12 @@
 //! matrix kernels' column limit; each chunk is one command encoder and one
 //! submission, and only the last token's logits are read back.
 
-use edgeloop_core::model::{ops, Activation, MatrixRef, Model, ModelConfig, RopeStyle};
+use edgeloop_core::model::{ops, Activation, BatchToken, MatrixRef, Model, ModelConfig, RopeStyle};
 
 use crate::buffer::GpuVec;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::attention::{attend, kv_store, scratch_len, AttentionShape, GpuKvLayer};
+use crate::kernels::attention::{attend, kv_store, AttentionShape, GpuKvLayer};
 use crate::kernels::elementwise::{self, RopeTable};
 use crate::kernels::matmul::{embed, matmul, GpuMatrix, MAX_N};
 use crate::quant::WeightType;
@@ -46,6 +46,15 @@ pub struct GpuKvCache {
 }
 
 impl GpuKvCache {
+    /// A cache holding nothing and no memory (a released slot).
+    pub fn empty() -> Self {
+        Self {
+            layers: Vec::new(),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
     /// Positions filled so far.
     pub fn len(&self) -> usize {
         self.len
@@ -65,12 +74,20 @@ impl GpuKvCache {
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
+
+    /// Bytes of device memory held (f16 keys and values).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 2 * 2 * l.kv_dim() * l.capacity())
+            .sum()
+    }
 }
 
 /// A model whose weights live on the GPU, with its forward pass there.
 #[derive(Debug)]
-pub struct GpuModel<'c> {
-    ctx: &'c GpuContext,
+pub struct GpuModel {
+    ctx: GpuContext,
     config: ModelConfig,
     token_embd: GpuMatrix,
     layers: Vec<GpuLayer>,
@@ -116,7 +133,7 @@ struct Buffers {
     scores: GpuVec,
 }
 
-impl<'c> GpuModel<'c> {
+impl GpuModel {
     /// Uploads every weight of `model` to `ctx`'s device once: the matrices
     /// as their GGML bytes (the tied output matrix, when there is one, is
     /// uploaded a second time as `output`), the norm vectors as f32, and the
@@ -125,7 +142,7 @@ impl<'c> GpuModel<'c> {
     /// Fails with [`GpuError::Unsupported`] for a weight type without a GPU
     /// kernel and [`GpuError::Shape`] for a head dimension the attention
     /// kernel does not take.
-    pub fn new(ctx: &'c GpuContext, model: &Model) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, model: &Model) -> Result<Self> {
         let c = model.config().clone();
         if c.head_dim > crate::kernels::attention::MAX_HEAD_DIM {
             return Err(GpuError::Shape(format!(
@@ -163,7 +180,7 @@ impl<'c> GpuModel<'c> {
             &ops::rope_inv_freq(c.rope_dims, c.rope_base_local, 1.0),
         );
         Ok(Self {
-            ctx,
+            ctx: ctx.clone(),
             token_embd: upload_matrix(ctx, bytes, &w.token_embd)?,
             output: upload_matrix(ctx, bytes, &w.output)?,
             output_norm: GpuVec::from_slice(ctx, &w.output_norm),
@@ -180,10 +197,14 @@ impl<'c> GpuModel<'c> {
     }
 
     /// A key/value cache for one sequence of up to `capacity` positions, on
-    /// the device (f16, `2 * kv_dim * capacity` bytes per layer).
+    /// the device (f16, `2 * kv_dim * capacity` bytes per layer); an empty
+    /// one for a capacity of 0.
     pub fn new_cache(&self, capacity: usize) -> Result<GpuKvCache> {
+        if capacity == 0 {
+            return Ok(GpuKvCache::empty());
+        }
         let layers = (0..self.config.n_layers)
-            .map(|_| GpuKvLayer::new(self.ctx, self.config.kv_dim(), capacity))
+            .map(|_| GpuKvLayer::new(&self.ctx, self.config.kv_dim(), capacity))
             .collect::<Result<Vec<_>>>()?;
         Ok(GpuKvCache {
             layers,
@@ -192,14 +213,39 @@ impl<'c> GpuModel<'c> {
         })
     }
 
+    /// A new cache of `capacity` positions holding a copy of the first
+    /// `len` positions of `src` (at most what it holds).
+    pub fn fork_cache(&self, src: &GpuKvCache, len: usize, capacity: usize) -> Result<GpuKvCache> {
+        let len = len.min(src.len).min(capacity);
+        let mut copy = self.new_cache(capacity)?;
+        if len > 0 {
+            self.ctx.submit("copy key/value cache", |enc| {
+                for (from, to) in src.layers.iter().zip(&copy.layers) {
+                    from.copy_rows_to(enc, to, len)?;
+                }
+                Ok(())
+            })?;
+        }
+        copy.len = len;
+        Ok(copy)
+    }
+
+    /// Grows `cache` to hold at least `capacity` positions, keeping what it
+    /// holds.
+    pub fn grow_cache(&self, cache: &mut GpuKvCache, capacity: usize) -> Result<()> {
+        if capacity > cache.capacity {
+            *cache = self.fork_cache(cache, cache.len, capacity)?;
+        }
+        Ok(())
+    }
+
     /// Runs `tokens`, consecutive tokens of one sequence starting at
     /// position `start_pos` (at most `cache.len()`: positions from there on
     /// are overwritten), storing their keys and values in `cache`.
     ///
     /// Returns the logits (`vocab_size` values) after the last token when
     /// `want_logits`, else an empty vector (e.g. for all but the last part
-    /// of a long prompt). Tokens go through in chunks of up to [`MAX_N`],
-    /// each recorded into one command encoder and submitted once.
+    /// of a long prompt). See [`GpuModel::forward_batch`].
     pub fn forward(
         &self,
         cache: &mut GpuKvCache,
@@ -207,53 +253,127 @@ impl<'c> GpuModel<'c> {
         start_pos: usize,
         want_logits: bool,
     ) -> Result<Vec<f32>> {
-        let c = &self.config;
-        if tokens.is_empty() {
-            return Err(GpuError::Shape("forward of no tokens".into()));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(GpuError::Shape(format!(
-                "token {t} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
-        }
-        if start_pos > cache.len {
-            return Err(GpuError::Shape(format!(
-                "position {start_pos} leaves a gap after the {} cached positions",
-                cache.len
-            )));
-        }
-        if start_pos + tokens.len() > cache.capacity {
-            return Err(GpuError::Shape(format!(
-                "positions up to {} are beyond the cache's {}",
-                start_pos + tokens.len(),
-                cache.capacity
-            )));
-        }
-        cache.len = start_pos;
-        let mut logits = Vec::new();
-        let chunks = tokens.len().div_ceil(MAX_N);
-        for (i, chunk) in tokens.chunks(MAX_N).enumerate() {
-            let last = want_logits && i + 1 == chunks;
-            let pos = start_pos + i * MAX_N;
-            logits = self.run_chunk(cache, chunk, pos, last)?;
-            cache.len = pos + chunk.len();
+        let batch: Vec<BatchToken> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| BatchToken {
+                token,
+                pos: start_pos + i,
+                seq: 0,
+            })
+            .collect();
+        let rows: Vec<usize> = if want_logits && !tokens.is_empty() {
+            vec![tokens.len() - 1]
+        } else {
+            Vec::new()
+        };
+        self.forward_batch(std::slice::from_mut(cache), &batch, &rows)
+    }
+
+    /// Runs `batch`, tokens of one or more sequences (token `t` belongs to
+    /// `caches[t.seq]`), as core's `Model::forward` does: the tokens of a
+    /// sequence are consecutive positions, its first one at most the
+    /// positions its cache holds (later ones are overwritten). Returns the
+    /// logits of the batch rows in `logit_rows`, `vocab_size` per row, in
+    /// that order.
+    ///
+    /// The batch goes through in chunks of up to [`MAX_N`] tokens, each one
+    /// command encoder and one submission: every matrix product reads the
+    /// weights once for all tokens of the chunk, and attention runs per
+    /// sequence over its own cache.
+    pub fn forward_batch(
+        &self,
+        caches: &mut [GpuKvCache],
+        batch: &[BatchToken],
+        logit_rows: &[usize],
+    ) -> Result<Vec<f32>> {
+        self.check_batch(caches, batch, logit_rows)?;
+        let vocab = self.config.vocab_size;
+        let mut logits = vec![0.0; logit_rows.len() * vocab];
+        for (ci, chunk) in batch.chunks(MAX_N).enumerate() {
+            let first = ci * MAX_N;
+            let wanted: Vec<(usize, usize)> = logit_rows
+                .iter()
+                .enumerate()
+                .filter(|&(_, &r)| r >= first && r < first + chunk.len())
+                .map(|(k, &r)| (k, r - first))
+                .collect();
+            let rows: Vec<usize> = wanted.iter().map(|&(_, r)| r).collect();
+            let out = self.run_chunk(caches, chunk, &rows)?;
+            for (j, &(k, _)) in wanted.iter().enumerate() {
+                logits[k * vocab..(k + 1) * vocab]
+                    .copy_from_slice(&out[j * vocab..(j + 1) * vocab]);
+            }
+            for t in chunk {
+                caches[t.seq].len = t.pos + 1;
+            }
         }
         Ok(logits)
     }
 
-    /// The scratch vectors of a chunk of `n` tokens.
-    fn buffers(&self, n: usize, cache: &GpuKvCache) -> Result<Buffers> {
+    /// Checks a batch against the caches before anything runs, so a bad
+    /// one changes nothing.
+    fn check_batch(
+        &self,
+        caches: &[GpuKvCache],
+        batch: &[BatchToken],
+        logit_rows: &[usize],
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Err(GpuError::Shape("forward of no tokens".into()));
+        }
+        if let Some(&r) = logit_rows.iter().find(|&&r| r >= batch.len()) {
+            return Err(GpuError::Shape(format!(
+                "logits asked for row {r} of a batch of {}",
+                batch.len()
+            )));
+        }
+        // The next position each sequence may take.
+        let mut next: Vec<Option<usize>> = vec![None; caches.len()];
+        for t in batch {
+            if t.token as usize >= self.config.vocab_size {
+                return Err(GpuError::Shape(format!(
+                    "token {} is outside the vocabulary of {}",
+                    t.token, self.config.vocab_size
+                )));
+            }
+            let cache = caches.get(t.seq).ok_or_else(|| {
+                GpuError::Shape(format!(
+                    "token of sequence {} in a batch over {} caches",
+                    t.seq,
+                    caches.len()
+                ))
+            })?;
+            let ok = match next[t.seq] {
+                None => t.pos <= cache.len,
+                Some(p) => t.pos == p,
+            };
+            if !ok {
+                return Err(GpuError::Shape(format!(
+                    "sequence {}: position {} leaves a gap after the {} cached positions",
+                    t.seq,
+                    t.pos,
+                    next[t.seq].unwrap_or(cache.len)
+                )));
+            }
+            if t.pos >= cache.capacity {
+                return Err(GpuError::Shape(format!(
+                    "sequence {}: position {} is beyond the cache's {} positions",
+                    t.seq, t.pos, cache.capacity
+                )));
+            }
+            next[t.seq] = Some(t.pos + 1);
+        }
+        Ok(())
+    }
+
+    /// The scratch vectors of a chunk of `n` tokens whose attention may
+    /// read caches of up to `rows` positions.
+    fn buffers(&self, n: usize, rows: usize) -> Buffers {
         let c = &self.config;
-        let ctx = self.ctx;
+        let z = |len| GpuVec::zeros(&self.ctx, len);
         let (d, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
-        let z = |len| GpuVec::zeros(ctx, len);
-        let layer = cache
-            .layers
-            .first()
-            .ok_or_else(|| GpuError::Shape("a cache without layers".into()))?;
-        let shape = self.shape(None);
-        Ok(Buffers {
+        Buffers {
             x: z(n * d),
             h: z(n * d),
             q0: z(n * qd),
@@ -265,8 +385,8 @@ impl<'c> GpuModel<'c> {
             o: z(n * d),
             gate: z(n * c.n_ff),
             up: z(n * c.n_ff),
-            scores: z(scratch_len(&shape, n, layer)),
-        })
+            scores: z(n * c.n_heads * rows),
+        }
     }
 
     fn shape(&self, window: Option<usize>) -> AttentionShape {
@@ -280,32 +400,34 @@ impl<'c> GpuModel<'c> {
         }
     }
 
-    /// One chunk of at most [`MAX_N`] tokens at positions `pos..`, in one
-    /// submission; the last token's logits when `logits`.
+    /// One chunk of at most [`MAX_N`] checked tokens in one submission;
+    /// the logits of its rows `rows`.
     fn run_chunk(
         &self,
-        cache: &GpuKvCache,
-        ids: &[u32],
-        pos: usize,
-        logits: bool,
+        caches: &[GpuKvCache],
+        toks: &[BatchToken],
+        rows: &[usize],
     ) -> Result<Vec<f32>> {
-        let ctx = self.ctx;
+        let ctx = &self.ctx;
         let c = &self.config;
-        let n = ids.len();
+        let n = toks.len();
         let d = c.n_embd;
-        let positions: Vec<u32> = (pos..pos + n).map(|p| p as u32).collect();
-        let b = self.buffers(n, cache)?;
-        let last = GpuVec::zeros(ctx, d);
-        let normed = GpuVec::zeros(ctx, d);
-        let out = GpuVec::zeros(ctx, c.vocab_size);
+        let ids: Vec<u32> = toks.iter().map(|t| t.token).collect();
+        let positions: Vec<u32> = toks.iter().map(|t| t.pos as u32).collect();
+        let groups = SeqGroups::new(ctx, c, toks);
+        let widest = groups.0.iter().map(|g| caches[g.seq].capacity).max();
+        let b = self.buffers(n, widest.unwrap_or(0));
+        let k_rows = rows.len();
+        let last = GpuVec::zeros(ctx, k_rows.max(1) * d);
+        let normed = GpuVec::zeros(ctx, k_rows.max(1) * d);
+        let out = GpuVec::zeros(ctx, k_rows.max(1) * c.vocab_size);
         let neox = c.rope_style == RopeStyle::Neox;
         ctx.submit("forward", |enc| {
-            embed(ctx, enc, &self.token_embd, ids, &b.x)?;
+            embed(ctx, enc, &self.token_embd, &ids, &b.x)?;
             if c.embedding_scale != 1.0 {
                 elementwise::scale(ctx, enc, &b.x, c.embedding_scale)?;
             }
             for (il, lw) in self.layers.iter().enumerate() {
-                let kv = &cache.layers[il];
                 // Attention.
                 elementwise::rms_norm(ctx, enc, &b.x, &lw.attn_norm, c.rms_eps, &b.h)?;
                 matmul(ctx, enc, &lw.wq, &b.h, n, &b.q0)?;
@@ -334,10 +456,28 @@ impl<'c> GpuModel<'c> {
                 let hd = c.head_dim;
                 elementwise::rope(ctx, enc, q, &positions, c.n_heads, hd, table, neox)?;
                 elementwise::rope(ctx, enc, k, &positions, c.n_kv_heads, hd, table, neox)?;
-                kv_store(ctx, enc, kv, k, &b.v, &positions)?;
                 let window = if sliding { c.sliding_window } else { None };
                 let shape = self.shape(window);
-                attend(ctx, enc, kv, q, &positions, &shape, &b.scores, &b.attn)?;
+                for g in &groups.0 {
+                    let kv = &caches[g.seq].layers[il];
+                    let pos = &positions[g.start..g.end];
+                    match &g.staging {
+                        // The whole chunk is one sequence: no staging.
+                        None => {
+                            kv_store(ctx, enc, kv, k, &b.v, pos)?;
+                            attend(ctx, enc, kv, q, pos, &shape, &b.scores, &b.attn)?;
+                        }
+                        Some(s) => {
+                            let (qd, kvd) = (c.q_dim(), c.kv_dim());
+                            copy_rows(enc, q, g.start, qd, &s.q, 0, g.len());
+                            copy_rows(enc, k, g.start, kvd, &s.k, 0, g.len());
+                            copy_rows(enc, &b.v, g.start, kvd, &s.v, 0, g.len());
+                            kv_store(ctx, enc, kv, &s.k, &s.v, pos)?;
+                            attend(ctx, enc, kv, &s.q, pos, &shape, &b.scores, &s.out)?;
+                            copy_rows(enc, &s.out, 0, qd, &b.attn, g.start, g.len());
+                        }
+                    }
+                }
                 matmul(ctx, enc, &lw.wo, &b.attn, n, &b.o)?;
                 self.residual(enc, &b, lw.post_attn_norm.as_ref())?;
 
@@ -352,24 +492,19 @@ impl<'c> GpuModel<'c> {
                 matmul(ctx, enc, &lw.w_down, &b.gate, n, &b.o)?;
                 self.residual(enc, &b, lw.post_ffn_norm.as_ref())?;
             }
-            if logits {
-                let row = (d * 4) as u64;
-                enc.copy_buffer_to_buffer(
-                    b.x.buffer(),
-                    (n - 1) as u64 * row,
-                    last.buffer(),
-                    0,
-                    row,
-                );
+            if k_rows > 0 {
+                for (j, &r) in rows.iter().enumerate() {
+                    copy_rows(enc, &b.x, r, d, &last, j, 1);
+                }
                 elementwise::rms_norm(ctx, enc, &last, &self.output_norm, c.rms_eps, &normed)?;
-                matmul(ctx, enc, &self.output, &normed, 1, &out)?;
+                matmul(ctx, enc, &self.output, &normed, k_rows, &out)?;
                 if let Some(cap) = c.final_logit_softcap {
                     elementwise::softcap(ctx, enc, &out, cap)?;
                 }
             }
             Ok(())
         })?;
-        if logits {
+        if k_rows > 0 {
             out.read(ctx)
         } else {
             Ok(Vec::new())
@@ -386,10 +521,86 @@ impl<'c> GpuModel<'c> {
     ) -> Result<()> {
         match post_norm {
             Some(w) => {
-                elementwise::rms_norm(self.ctx, enc, &b.o, w, self.config.rms_eps, &b.h)?;
-                elementwise::add(self.ctx, enc, &b.x, &b.h)
+                elementwise::rms_norm(&self.ctx, enc, &b.o, w, self.config.rms_eps, &b.h)?;
+                elementwise::add(&self.ctx, enc, &b.x, &b.h)
             }
-            None => elementwise::add(self.ctx, enc, &b.x, &b.o),
+            None => elementwise::add(&self.ctx, enc, &b.x, &b.o),
         }
+    }
+}
+
+/// Records the copy of `count` rows of `width` values from row `from` of
+/// `src` to row `to` of `dst`.
+fn copy_rows(
+    enc: &mut wgpu::CommandEncoder,
+    src: &GpuVec,
+    from: usize,
+    width: usize,
+    dst: &GpuVec,
+    to: usize,
+    count: usize,
+) {
+    let row = (width * 4) as u64;
+    enc.copy_buffer_to_buffer(
+        src.buffer(),
+        from as u64 * row,
+        dst.buffer(),
+        to as u64 * row,
+        count as u64 * row,
+    );
+}
+
+/// Where one sequence's attention inputs and output are staged when a
+/// chunk holds several sequences (the attention kernel reads whole vectors).
+struct Staging {
+    q: GpuVec,
+    k: GpuVec,
+    v: GpuVec,
+    out: GpuVec,
+}
+
+/// A run of consecutive tokens of one sequence within a chunk.
+struct SeqGroup {
+    seq: usize,
+    start: usize,
+    end: usize,
+    staging: Option<Staging>,
+}
+
+impl SeqGroup {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// A chunk's tokens as runs of one sequence each.
+struct SeqGroups(Vec<SeqGroup>);
+
+impl SeqGroups {
+    fn new(ctx: &GpuContext, c: &ModelConfig, toks: &[BatchToken]) -> Self {
+        let mut groups: Vec<SeqGroup> = Vec::new();
+        for (i, t) in toks.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if g.seq == t.seq => g.end = i + 1,
+                _ => groups.push(SeqGroup {
+                    seq: t.seq,
+                    start: i,
+                    end: i + 1,
+                    staging: None,
+                }),
+            }
+        }
+        if groups.len() > 1 {
+            for g in &mut groups {
+                let n = g.len();
+                g.staging = Some(Staging {
+                    q: GpuVec::zeros(ctx, n * c.q_dim()),
+                    k: GpuVec::zeros(ctx, n * c.kv_dim()),
+                    v: GpuVec::zeros(ctx, n * c.kv_dim()),
+                    out: GpuVec::zeros(ctx, n * c.q_dim()),
+                });
+            }
+        }
+        Self(groups)
     }
 }

@@ -43,7 +43,9 @@ impl GpuKvLayer {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -63,6 +65,28 @@ impl GpuKvLayer {
     /// Rows (positions) it holds room for.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Records the copy of this layer's first `rows` rows into `dst` (of the
+    /// same row width and at least `rows` rows).
+    pub fn copy_rows_to(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        dst: &GpuKvLayer,
+        rows: usize,
+    ) -> Result<()> {
+        if dst.kv_dim != self.kv_dim || rows > self.capacity || rows > dst.capacity {
+            return Err(GpuError::Shape(format!(
+                "copying {rows} rows of a {}x{} cache into a {}x{} one",
+                self.capacity, self.kv_dim, dst.capacity, dst.kv_dim
+            )));
+        }
+        let bytes = (rows * self.kv_dim * 2) as u64;
+        if bytes > 0 {
+            enc.copy_buffer_to_buffer(&self.keys, 0, &dst.keys, 0, bytes);
+            enc.copy_buffer_to_buffer(&self.values, 0, &dst.values, 0, bytes);
+        }
+        Ok(())
     }
 
     /// Writes f16 rows (as bits) starting at row `first`, e.g. a cache
