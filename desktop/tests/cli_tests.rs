@@ -94,6 +94,44 @@ fn bench_json_reports_speed_and_memory() {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
     assert_eq!(v["architecture"], "llama");
+    // Auto: a hardware GPU when there is one, else the CPU.
+    assert!(v["backend"] == "cpu" || v["backend"] == "wgpu", "{v}");
+    assert!(v["device"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+}
+
+#[test]
+fn backend_flag_picks_the_cpu_and_refuses_unknown_names() {
+    let out = edgeloop(
+        &[
+            "bench",
+            "--offline",
+            "--backend",
+            "cpu",
+            "--threads",
+            "1",
+            "-p",
+            "4",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["device"], "1 thread");
+
+    let out = edgeloop(&["generate", "--offline", "--backend", "cuda", "hi"], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cuda") && err.contains("auto, cpu, wgpu"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,7 +8,10 @@
 # tokens each), against llama-batched-bench -pps, for N in NPL.
 #
 # Environment: THREADS (default 2), PP (256), TG (128), REPS (3), NPL (1,4,8,16),
-# EDGELOOP_REF_DIR (where tests/reference/build_llamacpp.sh builds llama.cpp).
+# EDGELOOP_REF_DIR (where tests/reference/build_llamacpp.sh builds llama.cpp),
+# BACKEND (cpu, the default, or wgpu: edgeloop on the GPU against llama.cpp's
+# Vulkan backend with every layer offloaded, -ngl 99, on the same GPU; builds
+# llama.cpp with VULKAN=1, which needs libvulkan-dev and glslc).
 # This prints figures; it asserts nothing (shared machines are noisy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,12 +21,18 @@ PP="${PP:-256}"
 TG="${TG:-128}"
 REPS="${REPS:-3}"
 NPL="${NPL:-1,4,8,16}"
+BACKEND="${BACKEND:-cpu}"
+case "$BACKEND" in
+  cpu) VULKAN=0; NGL=() ;;
+  wgpu) VULKAN=1; NGL=(-ngl 99) ;;
+  *) echo "BACKEND must be cpu or wgpu, not $BACKEND" >&2; exit 2 ;;
+esac
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(smollm2-135m-instruct gemma3-270m)
 
 cargo build --release --locked -p edgeloop-desktop >&2
 EDGELOOP=./target/release/edgeloop
-TOOLS=$(bash tests/reference/build_llamacpp.sh 2>/dev/null)
+TOOLS=$(VULKAN=$VULKAN bash tests/reference/build_llamacpp.sh 2>/dev/null)
 LLAMA_BENCH=$(sed -n 's/^llama-bench=//p' <<<"$TOOLS")
 LLAMA_BATCHED=$(sed -n 's/^llama-batched-bench=//p' <<<"$TOOLS")
 [ -x "$LLAMA_BENCH" ] && [ -x "$LLAMA_BATCHED" ] || { echo "llama.cpp's benchmarks were not built" >&2; exit 1; }
@@ -32,8 +41,8 @@ printf '%-24s %-6s %12s %12s %8s\n' model test edgeloop llama.cpp ratio
 for name in "${MODELS[@]}"; do
   "$EDGELOOP" pull "$name" >&2
   path=$("$EDGELOOP" models path "$name")
-  ours=$("$EDGELOOP" bench --model "$path" --offline --threads "$THREADS" -p "$PP" -n "$TG" -r "$REPS" --json)
-  theirs=$("$LLAMA_BENCH" -m "$path" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o json 2>/dev/null)
+  ours=$("$EDGELOOP" bench --model "$path" --offline --backend "$BACKEND" --threads "$THREADS" -p "$PP" -n "$TG" -r "$REPS" --json)
+  theirs=$("$LLAMA_BENCH" -m "$path" "${NGL[@]}" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o json 2>/dev/null)
   python3 - "$name" "$PP" "$TG" "$ours" "$theirs" <<'PY'
 import json, sys
 name, pp, tg, ours, theirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
@@ -43,10 +52,11 @@ for r in theirs:
     ref[key] = r["avg_ts"]
 for key, n, mine in (("pp", pp, ours["prefill_tok_s"]), ("tg", tg, ours["decode_tok_s"])):
     print(f"{name:<24} {key}{n:<4} {mine:12.1f} {ref[key]:12.1f} {mine / ref[key]:8.2f}")
+print(f"{name:<24} on {ours['backend']} ({ours['device']})")
 print(f"{name:<24} load   {ours['load_ms']:9.1f} ms   peak RSS {ours['peak_rss_mb']:.0f} MB   weights/token {ours['weights_mb_per_token']:.1f} MB")
 PY
-  ours=$("$EDGELOOP" bench --model "$path" --offline --threads "$THREADS" -p 128 -n 128 -r 1 --parallel "$NPL" --json)
-  theirs=$("$LLAMA_BATCHED" -m "$path" -t "$THREADS" -c 4096 -npp 128 -ntg 128 -npl "$NPL" -pps --output-format jsonl 2>/dev/null)
+  ours=$("$EDGELOOP" bench --model "$path" --offline --backend "$BACKEND" --threads "$THREADS" -p 128 -n 128 -r 1 --parallel "$NPL" --json)
+  theirs=$("$LLAMA_BATCHED" -m "$path" "${NGL[@]}" -t "$THREADS" -c 4096 -npp 128 -ntg 128 -npl "$NPL" -pps --output-format jsonl 2>/dev/null)
   python3 - "$name" "$ours" "$theirs" <<'PY'
 import json, sys
 name, ours = sys.argv[1], json.loads(sys.argv[2])

@@ -8,7 +8,9 @@
 #   python/llama_cpp/REF_INFO.json   versions + llama.cpp commit
 #
 # Idempotent: every step is skipped when its output already exists; the ninja build is incremental.
-# Environment: EDGELOOP_REF_DIR, PYTHON (default python3), JOBS (default: number of cores).
+# Environment: EDGELOOP_REF_DIR, PYTHON (default python3), JOBS (default: number of cores),
+# VULKAN=1 (a second build in build-vulkan/ with ggml's Vulkan backend, for the GPU
+# benchmark; needs a Vulkan loader, its headers and glslc: apt-get install libvulkan-dev glslc).
 set -euo pipefail
 
 VERSION=0.3.36
@@ -23,6 +25,10 @@ SRC="$SRC_PARENT/llama_cpp_python-$VERSION"
 LLAMA="$SRC/vendor/llama.cpp"
 BUILD="$LLAMA/build"
 PYOUT="$REF_DIR/python"
+if [ "${VULKAN:-0}" = 1 ]; then
+    BUILD="$LLAMA/build-vulkan"
+    PYOUT="$REF_DIR/python-vulkan"
+fi
 
 log() { echo "[build_llamacpp] $*" >&2; }
 
@@ -58,7 +64,8 @@ fi
 # 4. configure
 if [ ! -f "$BUILD/build.ninja" ]; then
     log "configuring llama.cpp in $BUILD"
-    (cd "$LLAMA" && cmake -S . -B build -G Ninja \
+    (cd "$LLAMA" && cmake -S . -B "$BUILD" -G Ninja \
+        -DGGML_VULKAN="$([ "${VULKAN:-0}" = 1 ] && echo ON || echo OFF)" \
         -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=ON \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON \
         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF)

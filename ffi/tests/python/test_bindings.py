@@ -5,6 +5,7 @@ verification, the trace store's round trip to a real host, and errors."""
 import asyncio
 import gzip
 import json
+import os
 import subprocess
 import threading
 
@@ -21,10 +22,30 @@ def test_version_and_model_info(engine):
     info = engine.info()
     assert info.name == DEFAULT_MODEL
     assert info.architecture == "llama"
-    assert info.backend == edgeloop.Backend.CPU
+    # Auto: a hardware GPU when there is one, else the CPU with the reason.
+    assert info.backend in (edgeloop.Backend.CPU, edgeloop.Backend.GPU)
+    assert info.device
+    assert (info.backend_note is None) == (info.backend == edgeloop.Backend.GPU)
     assert info.context == 4096 and info.vocab_size == 49152 and info.layers == 30
     assert info.file_bytes > 50_000_000
     assert engine.count_tokens("Hello world") == 2
+
+
+def test_the_gpu_backend_answers_like_the_cpu():
+    try:
+        gpu = edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(backend=edgeloop.Backend.GPU))
+    except edgeloop.EdgeloopError.Unsupported as e:
+        if os.environ.get("EDGELOOP_SKIP_GPU_TESTS") == "1":
+            pytest.skip(f"no GPU adapter: {e}")
+        raise
+    info = gpu.info()
+    assert info.backend == edgeloop.Backend.GPU and info.backend_note is None
+    assert info.device
+    cpu = edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(backend=edgeloop.Backend.CPU))
+    assert cpu.info().backend == edgeloop.Backend.CPU
+    on_gpu = gpu.new_session(None).generate(PROMPT, greedy(6), None)
+    on_cpu = cpu.new_session(None).generate(PROMPT, greedy(6), None)
+    assert on_gpu.text == on_cpu.text and on_gpu.completion_tokens == 6
 
 
 def test_streamed_pieces_make_the_reply_and_match_the_cli(engine):
@@ -219,8 +240,17 @@ def test_errors_name_what_was_wrong(engine, tmp_path):
         edgeloop.Engine.open(str(junk), edgeloop.EngineConfig())
     with pytest.raises(E.ResourceLimit, match="memory budget"):
         edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(memory_budget_bytes=1_000_000)).new_session(None).generate(PROMPT, greedy(4), None)
-    with pytest.raises(E.Unsupported, match="GPU"):
-        edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(backend=edgeloop.Backend.GPU))
+    # A GPU asked for where there is none (no DX12 on this system).
+    saved = os.environ.get("WGPU_BACKEND")
+    os.environ["WGPU_BACKEND"] = "dx12"
+    try:
+        with pytest.raises(E.Unsupported, match="no usable GPU"):
+            edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(backend=edgeloop.Backend.GPU))
+    finally:
+        if saved is None:
+            del os.environ["WGPU_BACKEND"]
+        else:
+            os.environ["WGPU_BACKEND"] = saved
 
     small = edgeloop.Engine.open(DEFAULT_MODEL, edgeloop.EngineConfig(context=32))
     with pytest.raises(E.ResourceLimit, match="context of 32"):

@@ -53,7 +53,10 @@ class EdgeloopTest {
         val info = engine.info()
         assertEquals(MODEL, info.name)
         assertEquals("llama", info.architecture)
-        assertEquals(Backend.CPU, info.backend)
+        // Auto: a hardware GPU when there is one, else the CPU and why.
+        assertTrue(info.backend == Backend.CPU || info.backend == Backend.GPU)
+        assertEquals(info.backend == Backend.CPU, info.backendNote != null)
+        assertTrue(info.device.isNotEmpty())
         assertEquals(30u, info.layers)
         assertEquals("0.1.0", version())
     }
@@ -130,11 +133,6 @@ class EdgeloopTest {
             fail("opened a model that does not exist")
         } catch (e: EdgeloopException.ModelNotFound) {
             assertTrue(e.reason.contains("no-such-model"))
-        }
-        try {
-            Engine.open(MODEL, EngineConfig(backend = Backend.GPU))
-            fail("opened on a GPU backend this build lacks")
-        } catch (e: EdgeloopException.Unsupported) {
         }
         try {
             engine.newSession(null).generate(PROMPT, greedy(0), null)
