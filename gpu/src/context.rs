@@ -26,6 +26,8 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     max_binding: u64,
     use_subgroups: bool,
+    round_acts: bool,
+    act_scratch: Arc<Mutex<Option<wgpu::Buffer>>>,
     pipelines: Arc<Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>>,
 }
 
@@ -117,6 +119,8 @@ impl GpuContext {
             features,
             max_binding: limits.max_storage_buffer_binding_size,
             use_subgroups: features.subgroups,
+            round_acts: true,
+            act_scratch: Arc::new(Mutex::new(None)),
             limits,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
         })
@@ -162,6 +166,47 @@ impl GpuContext {
     /// driver.
     pub fn set_use_subgroups(&mut self, on: bool) {
         self.use_subgroups = on && self.features.subgroups;
+    }
+
+    /// Whether matrix products round their activations to the values of
+    /// edgeloop-core's 8-bit activation formats first (on unless turned
+    /// off), as the CPU path quantizes them before its integer dot products:
+    /// see [`kernels::matmul::matmul`](crate::kernels::matmul::matmul).
+    pub fn rounds_activations(&self) -> bool {
+        self.round_acts
+    }
+
+    /// Turns the activation rounding of the matrix products off (f32
+    /// activations, slightly more precise than the CPU path and cheaper by
+    /// one dispatch per product) or back on.
+    pub fn set_round_activations(&mut self, on: bool) {
+        self.round_acts = on;
+    }
+
+    /// A storage buffer of at least `bytes` bytes for rounded activations,
+    /// shared by the matrix products recorded on this context: each one
+    /// writes it and then reads it in consecutive dispatches, which wgpu
+    /// orders. It grows (to a new buffer; recorded work keeps the old one
+    /// alive) and never shrinks.
+    pub(crate) fn act_scratch(&self, bytes: u64) -> wgpu::Buffer {
+        let mut slot = self.act_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(buf) if buf.size() >= bytes => buf.clone(),
+            _ => {
+                let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("rounded activations"),
+                    size: bytes
+                        .max(4)
+                        .next_power_of_two()
+                        .min(self.limits.max_storage_buffer_binding_size)
+                        .max(bytes),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                *slot = Some(buf.clone());
+                buf
+            }
+        }
     }
 
     /// The wgpu device.

@@ -12,7 +12,13 @@
 //! - [`kernels::matmul`]: quantized matrix × f32 activations for 1 to 16
 //!   activation columns and embedding row lookup, for every
 //!   [`quant::WeightType`] (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K),
-//!   reading the GGML block layouts straight from the file's bytes.
+//!   reading the GGML block layouts straight from the file's bytes. By
+//!   default a product first rounds its activations to exactly the values
+//!   edgeloop-core's 8-bit activation quantizers give
+//!   ([`quant::ActFormat`]: Q8_0, Q8_1 with its per-block sums for Q4_1,
+//!   Q8_K), so it computes what the CPU's integer dot products do, up to
+//!   f32 summation order;
+//!   [`GpuContext::set_round_activations`] turns that off.
 //! - [`kernels::elementwise`]: RMSNorm, rope (NeoX and adjacent pairs),
 //!   softmax, SiLU/GELU gating and addition.
 //! - [`kernels::attention`]: an f16 key/value cache per layer kept on the
@@ -22,8 +28,13 @@
 //! - [`model`]: [`GpuModel`], a whole `edgeloop_core` model on the device
 //!   (weights uploaded once, a [`GpuKvCache`] per sequence) and its forward
 //!   pass, compared with the CPU path on SmolLM2 and Gemma 3 in
-//!   `tests/model_tests.rs`. [`GpuModel::forward_batch`] runs tokens of
-//!   several sequences together (batched decode for the scaling
+//!   `tests/model_tests.rs`: logits within a few percent and the same
+//!   greedy tokens except at near ties. Although each product rounds its
+//!   activations as the CPU does, the 8-bit rounding amplifies last-bit
+//!   differences of the other f32 operations (summation orders, exp,
+//!   sin/cos), so whole-model results differ by about the quantization
+//!   error rather than by f32 rounding. [`GpuModel::forward_batch`] runs
+//!   tokens of several sequences together (batched decode for the scaling
 //!   strategies): one matrix product per weight for all of them, attention
 //!   per sequence over its own cache.
 //! - [`backend`]: [`WgpuBackend`], the `edgeloop_core::Backend` that puts an

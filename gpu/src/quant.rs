@@ -1,5 +1,6 @@
 //! The GGML weight types the GPU kernels implement, by GGUF type id, and
-//! the WGSL snippet that dequantizes each.
+//! the WGSL snippet that dequantizes each; the 8-bit activation formats
+//! edgeloop-core's dot products quantize activations to, per weight type.
 
 use crate::error::{GpuError, Result};
 
@@ -94,6 +95,18 @@ impl WeightType {
         Ok(cols / self.block_len() * self.block_bytes())
     }
 
+    /// The format edgeloop-core quantizes activations to before its dot
+    /// products with weights of this type (ggml's `vec_dot_type`); `None`
+    /// for F32 and F16, whose products take the f32 activations.
+    pub fn act_format(self) -> Option<ActFormat> {
+        match self {
+            Self::F32 | Self::F16 => None,
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => Some(ActFormat::Q8_0),
+            Self::Q4_1 => Some(ActFormat::Q8_1),
+            Self::Q4K | Self::Q6K => Some(ActFormat::Q8K),
+        }
+    }
+
     /// The GGML name (`Q4_K`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -132,5 +145,49 @@ impl WeightType {
             self.wgsl(),
             kernel
         )
+    }
+}
+
+/// An 8-bit activation format of edgeloop-core (`core/src/quant/activation.rs`),
+/// which the matrix products mirror by rounding their activations to the
+/// values it represents
+/// ([`round_activations`](crate::kernels::matmul::round_activations)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActFormat {
+    /// 32-value blocks: f16 scale `d = amax / 127`, `q` in `-127..=127`.
+    Q8_0,
+    /// Q8_0's values, and per block `s = d * sum(q)` (rounded to f16, with
+    /// the unrounded `d`), which Q4_1's block minimums multiply.
+    Q8_1,
+    /// 256-value blocks: f32 scale, `q = round(-127 * x / max)`, `max` the
+    /// value of largest magnitude.
+    Q8K,
+}
+
+impl ActFormat {
+    /// Values per block.
+    pub fn block_len(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q8_1 => 32,
+            Self::Q8K => 256,
+        }
+    }
+
+    /// The f32 values rounding `len` activations produces: the `len` rounded
+    /// values, then for Q8_1 one `s` per block.
+    pub fn rounded_len(self, len: usize) -> usize {
+        match self {
+            Self::Q8_1 => len + len / 32,
+            Self::Q8_0 | Self::Q8K => len,
+        }
+    }
+
+    /// The name of its entry point in `shaders/act_round.wgsl`.
+    pub(crate) fn entry(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::Q8_1 => "q8_1",
+            Self::Q8K => "q8_k",
+        }
     }
 }

@@ -9,25 +9,35 @@ mod common;
 
 use std::sync::OnceLock;
 
+use edgeloop_core::kernels::{MatmulScratch, QMatrix, ThreadPool};
 use edgeloop_core::model::ops;
-use edgeloop_core::quant::{dequantize, quantize, GgmlType};
+use edgeloop_core::quant::{
+    dequantize, quantize, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, GgmlType,
+};
 use edgeloop_gpu::buffer::{plan_chunks, GpuVec};
 use edgeloop_gpu::kernels::attention::{attend, kv_store, scratch_len, AttentionShape, GpuKvLayer};
 use edgeloop_gpu::kernels::elementwise::{self, RopeTable};
-use edgeloop_gpu::kernels::matmul::{embed, matmul, GpuMatrix};
-use edgeloop_gpu::quant::{WeightType, ALL};
+use edgeloop_gpu::kernels::matmul::{embed, matmul, round_activations, GpuMatrix};
+use edgeloop_gpu::quant::{ActFormat, WeightType, ALL};
 use edgeloop_gpu::{GpuContext, GpuError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Relative error allowed for the matrix products, against the largest |y|
-/// of the same activation column. The GPU dequantizes exactly as the CPU
-/// reference does (same f16 scales, same products), so the only difference
-/// is the f32 summation order over up to 1024 terms (64 per-thread partial
-/// sums, then a tree): about sqrt(cols) * 2^-24 of the column's magnitude,
-/// ~2e-6 at 1024 columns. Measured on lavapipe: at most 6.4e-7 (Q4_K and
-/// Q6_K; see the printed maxima with `--nocapture`); 1e-5 leaves a margin
-/// of ~15× while a wrong block layout gives errors of order 1.
+/// of the same activation column. With the activations rounded as the CPU
+/// quantizes them (the default), the reference is edgeloop-core's `matmul`;
+/// with f32 activations ([`GpuContext::set_round_activations`] off), the
+/// f64 product of core's dequantized matrix. Either way the GPU multiplies
+/// the same values as the reference, so the only difference is f32
+/// rounding of the products and of the sums over up to 1024 terms (64
+/// per-thread partial sums, then a tree; the CPU sums the integer products
+/// of a block exactly): about sqrt(cols) * 2^-24 of the column's magnitude,
+/// ~2e-6 at 1024 columns. Measured on lavapipe (see the printed maxima with
+/// `--nocapture`): at most 1.1e-6 against core's `matmul` (Q4_K), 6.3e-7
+/// against the exact product; 1e-5 leaves a margin of ~9× while a wrong
+/// block layout gives errors of order 1, and products of unrounded
+/// activations differ from core's by ~4e-3.
 const MATMUL_TOL: f32 = 1e-5;
 
 fn shared() -> Option<&'static GpuContext> {
@@ -107,8 +117,42 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         / scale
 }
 
-/// The GPU product of `w` with `n` columns `x`, against the f64 product of
-/// core's dequantized matrix; returns the worst per-column relative error.
+/// The CPU reference of `w` times `n` columns `x`: core's `matmul` (which
+/// quantizes `x` to the weight type's 8-bit format) when `rounded`, else
+/// the f64 product of core's dequantized matrix with the f32 `x`.
+fn reference_matmul(
+    t: WeightType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    rounded: bool,
+) -> Vec<f32> {
+    if rounded {
+        static POOL: OnceLock<ThreadPool> = OnceLock::new();
+        let pool = POOL.get_or_init(|| ThreadPool::new(1));
+        let w = QMatrix::new(core_type(t), data, rows, cols).expect("a core matrix");
+        let mut y = vec![0.0; n * rows];
+        edgeloop_core::kernels::matmul(pool, &w, x, n, &mut y, &mut MatmulScratch::default());
+        return y;
+    }
+    let wf = dequant(t, data, rows * cols);
+    (0..n)
+        .flat_map(|j| {
+            let wf = &wf;
+            (0..rows).map(move |r| {
+                (0..cols)
+                    .map(|c| wf[r * cols + c] as f64 * x[j * cols + c] as f64)
+                    .sum::<f64>() as f32
+            })
+        })
+        .collect()
+}
+
+/// The GPU product of `w` with `n` columns `x` against [`reference_matmul`]
+/// (rounded activations when the context rounds them); returns the worst
+/// per-column relative error.
 fn check_matmul(
     ctx: &GpuContext,
     t: WeightType,
@@ -120,31 +164,56 @@ fn check_matmul(
     let mut rng = StdRng::seed_from_u64(seed);
     let data = random_matrix(t, rows, cols, &mut rng);
     let x = random_vec(n * cols, &mut rng);
-    let wf = dequant(t, &data, rows * cols);
     let w = GpuMatrix::upload(ctx, t, rows, cols, &data).unwrap();
     let xg = GpuVec::from_slice(ctx, &x);
     let yg = GpuVec::zeros(ctx, n * rows);
     ctx.submit("matmul", |enc| matmul(ctx, enc, &w, &xg, n, &yg))
         .unwrap();
     let y = yg.read(ctx).unwrap();
+    let want = reference_matmul(t, &data, rows, cols, &x, n, ctx.rounds_activations());
     let mut worst = 0f32;
     for j in 0..n {
-        let want: Vec<f32> = (0..rows)
-            .map(|r| {
-                (0..cols)
-                    .map(|c| wf[r * cols + c] as f64 * x[j * cols + c] as f64)
-                    .sum::<f64>() as f32
-            })
-            .collect();
-        let e = rel_err(&y[j * rows..(j + 1) * rows], &want);
+        let col = j * rows..(j + 1) * rows;
+        let e = rel_err(&y[col.clone()], &want[col]);
         assert!(
             e <= MATMUL_TOL,
-            "{} {rows}x{cols} n={n}: column {j} relative error {e}",
-            t.name()
+            "{} {rows}x{cols} n={n} rounded={}: column {j} relative error {e}",
+            t.name(),
+            ctx.rounds_activations()
         );
         worst = worst.max(e);
     }
     worst
+}
+
+/// Shapes of the matrix product tests per block length: (rows, cols, n).
+fn matmul_shapes(t: WeightType) -> &'static [(usize, usize, usize)] {
+    if t.block_len() == 256 {
+        &[
+            (1, 256, 1),
+            (7, 512, 3),
+            (64, 1024, 1),
+            (33, 256, 16),
+            (256, 256, 4),
+        ]
+    } else if t.block_len() == 1 {
+        // Odd widths: F16 rows that end inside a 32-bit word.
+        &[
+            (1, 1, 1),
+            (5, 33, 2),
+            (64, 1024, 1),
+            (33, 511, 16),
+            (256, 256, 4),
+        ]
+    } else {
+        &[
+            (1, 32, 1),
+            (7, 96, 3),
+            (64, 1024, 1),
+            (33, 512, 16),
+            (256, 256, 4),
+        ]
+    }
 }
 
 #[test]
@@ -155,39 +224,206 @@ fn matmul_matches_cpu_for_every_type_and_shape() {
         ctx.adapter_info(),
         ctx.uses_subgroups()
     );
+    assert!(ctx.rounds_activations(), "rounding is the default");
     for (i, t) in ALL.into_iter().enumerate() {
-        let shapes: &[(usize, usize, usize)] = if t.block_len() == 256 {
-            &[
-                (1, 256, 1),
-                (7, 512, 3),
-                (64, 1024, 1),
-                (33, 256, 16),
-                (256, 256, 4),
-            ]
-        } else if t.block_len() == 1 {
-            // Odd widths: F16 rows that end inside a 32-bit word.
-            &[
-                (1, 1, 1),
-                (5, 33, 2),
-                (64, 1024, 1),
-                (33, 511, 16),
-                (256, 256, 4),
-            ]
-        } else {
-            &[
-                (1, 32, 1),
-                (7, 96, 3),
-                (64, 1024, 1),
-                (33, 512, 16),
-                (256, 256, 4),
-            ]
-        };
         let mut worst = 0f32;
-        for (k, &(rows, cols, n)) in shapes.iter().enumerate() {
+        for (k, &(rows, cols, n)) in matmul_shapes(t).iter().enumerate() {
             worst = worst.max(check_matmul(ctx, t, rows, cols, n, (i * 100 + k) as u64));
         }
         eprintln!("matmul {:5}: max relative error {worst:.2e}", t.name());
     }
+}
+
+#[test]
+fn matmul_with_f32_activations_matches_the_exact_product() {
+    let Some(mut ctx) = own() else { return };
+    ctx.set_round_activations(false);
+    assert!(!ctx.rounds_activations());
+    for (i, t) in ALL.into_iter().enumerate() {
+        let mut worst = 0f32;
+        for (k, &(rows, cols, n)) in matmul_shapes(t).iter().enumerate() {
+            worst = worst.max(check_matmul(&ctx, t, rows, cols, n, (i * 100 + k) as u64));
+        }
+        eprintln!(
+            "matmul {:5} f32 activations: max relative error {worst:.2e}",
+            t.name()
+        );
+    }
+}
+
+/// Activations for the rounding tests, `blocks` blocks of `block_len`:
+/// random values of magnitudes from 1e-6 to 1e4 (small ones put Q8_0's
+/// scale among the f16 subnormals), then special blocks: zeros, a single
+/// non-zero value, values halfway between integers after scaling (ties of
+/// round-half-to-even), scales that are f16 ties, a largest magnitude
+/// with both signs (Q8_K takes the first), and for the 32-value formats a
+/// block below 2^-118 (rounded to zeros on both sides).
+fn rounding_data(block_len: usize, blocks: usize, rng: &mut StdRng) -> Vec<f32> {
+    let mut x = Vec::with_capacity(block_len * blocks);
+    let mut block = |f: &mut dyn FnMut(usize) -> f32| {
+        x.extend((0..block_len).map(&mut *f));
+    };
+    // Zeros; one value.
+    block(&mut |_| 0.0);
+    block(&mut |i| if i == 5 { -0.37 } else { 0.0 });
+    // Largest magnitude 127 (scale 1): every other value is a tie k + 0.5.
+    for sign in [1.0f32, -1.0] {
+        let mut r2 = StdRng::seed_from_u64(block_len as u64);
+        block(&mut |i| {
+            if i == 3 {
+                127.0 * sign
+            } else {
+                (r2.gen_range(-127..127) as f32 + 0.5) * if i % 3 == 0 { 1.0 } else { -1.0 }
+            }
+        });
+    }
+    // Scales d = amax / 127 exactly halfway between two f16 values: normal
+    // (around 1 and 2^-5) and subnormal (multiples of 2^-25).
+    for t in [
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        2f32.powi(-5) * (1.0 + 5.0 * 2f32.powi(-11)),
+        2f32.powi(-25) * 5.0,
+        2f32.powi(-25) * 7.0,
+        2f32.powi(-25) * 2047.0,
+    ] {
+        let amax = 127.0 * t;
+        let mut r2 = StdRng::seed_from_u64(t.to_bits() as u64);
+        block(&mut |i| {
+            if i == 1 {
+                -amax
+            } else {
+                r2.gen_range(-amax..amax)
+            }
+        });
+    }
+    // The largest magnitude twice, with both signs, in either order.
+    block(&mut |i| match i {
+        2 => 3.5,
+        9 => -3.5,
+        _ => (i as f32 * 0.37).sin(),
+    });
+    block(&mut |i| match i {
+        2 => -3.5,
+        9 => 3.5,
+        _ => (i as f32 * 0.41).cos(),
+    });
+    if block_len == 32 {
+        block(&mut |i| (i as f32 - 10.0) * 1e-37);
+    }
+    let special = x.len() / block_len;
+    for k in special..blocks {
+        let scale = 10f32.powi((k % 11) as i32 - 6);
+        x.extend((0..block_len).map(|_| rng.gen_range(-1.0f32..1.0) * scale));
+    }
+    x
+}
+
+/// Core's values for `x` in `format`: `d * q` per value, then for Q8_1 each
+/// block's `s`.
+fn core_rounded(format: ActFormat, x: &[f32]) -> Vec<f32> {
+    match format {
+        ActFormat::Q8_0 => {
+            let mut b = vec![BlockQ8_0::default(); x.len() / 32];
+            quantize_row_q8_0(x, &mut b);
+            b.iter()
+                .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+                .collect()
+        }
+        ActFormat::Q8_1 => {
+            let mut b = vec![BlockQ8_1::default(); x.len() / 32];
+            quantize_row_q8_1(x, &mut b);
+            let mut v: Vec<f32> = b
+                .iter()
+                .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+                .collect();
+            v.extend(b.iter().map(|b| b.s));
+            v
+        }
+        ActFormat::Q8K => {
+            let mut b = vec![BlockQ8K::default(); x.len() / 256];
+            quantize_row_q8_k(x, &mut b);
+            b.iter()
+                .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+                .collect()
+        }
+    }
+}
+
+/// The GPU rounding of `format` on [`rounding_data`] must give exactly
+/// core's `d * q` (and Q8_1's `s`) for every value.
+fn check_rounding(format: ActFormat) {
+    let Some(ctx) = shared() else { return };
+    let mut rng = StdRng::seed_from_u64(20 + format.block_len() as u64);
+    let blocks = 4096 * 32 / format.block_len();
+    let x = rounding_data(format.block_len(), blocks, &mut rng);
+    let xg = GpuVec::from_slice(ctx, &x);
+    let out = GpuVec::zeros(ctx, format.rounded_len(x.len()));
+    ctx.submit("round", |enc| {
+        round_activations(ctx, enc, format, &xg, &out)
+    })
+    .unwrap();
+    let got = out.read(ctx).unwrap();
+    let want = core_rounded(format, &x);
+    assert_eq!(got.len(), want.len());
+    let bad: Vec<(usize, f32, f32)> = got
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .filter(|(_, (g, w))| g != w)
+        .map(|(i, (&g, &w))| (i, g, w))
+        .collect();
+    eprintln!(
+        "round {format:?}: {} values, {} differ from core",
+        got.len(),
+        bad.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "{format:?}: {} of {} values differ from core's (index, gpu, cpu): {:?}",
+        bad.len(),
+        got.len(),
+        &bad[..bad.len().min(10)]
+    );
+    assert!(
+        want.iter().any(|&v| v != 0.0 && v.abs() < 1e-5),
+        "tiny values are covered"
+    );
+}
+
+#[test]
+fn q8_0_rounding_matches_core() {
+    check_rounding(ActFormat::Q8_0);
+}
+
+#[test]
+fn q8_1_rounding_matches_core() {
+    check_rounding(ActFormat::Q8_1);
+}
+
+#[test]
+fn q8_k_rounding_matches_core() {
+    check_rounding(ActFormat::Q8K);
+}
+
+#[test]
+fn rounding_picks_each_weight_types_format() {
+    use WeightType::*;
+    let formats: Vec<Option<ActFormat>> = ALL.into_iter().map(WeightType::act_format).collect();
+    assert_eq!(ALL, [F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4K, Q6K]);
+    assert_eq!(
+        formats,
+        [
+            None,
+            None,
+            Some(ActFormat::Q8_0),
+            Some(ActFormat::Q8_1),
+            Some(ActFormat::Q8_0),
+            Some(ActFormat::Q8_0),
+            Some(ActFormat::Q8K),
+            Some(ActFormat::Q8K),
+        ]
+    );
 }
 
 #[test]
@@ -270,6 +506,15 @@ fn kernels_reject_bad_shapes() {
     let out = GpuVec::zeros(ctx, 64);
     let r = ctx.submit("bad", |enc| embed(ctx, enc, &w, &[2], &out));
     assert!(matches!(r, Err(GpuError::Shape(_))), "{r:?}");
+    for (format, len, out_len) in [
+        (ActFormat::Q8_0, 48, 48),
+        (ActFormat::Q8K, 64, 64),
+        (ActFormat::Q8_1, 64, 64),
+    ] {
+        let (x, o) = (GpuVec::zeros(ctx, len), GpuVec::zeros(ctx, out_len));
+        let r = ctx.submit("bad", |enc| round_activations(ctx, enc, format, &x, &o));
+        assert!(matches!(r, Err(GpuError::Shape(_))), "{format:?}: {r:?}");
+    }
     let layer = GpuKvLayer::new(ctx, 64, 8).unwrap();
     assert!(GpuKvLayer::new(ctx, 63, 8).is_err());
     let s = AttentionShape {

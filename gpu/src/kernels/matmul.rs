@@ -6,12 +6,20 @@
 //! (`shaders/quant_*.wgsl`), and their partial sums are reduced with
 //! `subgroupAdd` where the device has subgroups
 //! ([`GpuContext::uses_subgroups`]), else by a tree in shared memory.
+//!
+//! Before the product the activations are rounded, by default, to the
+//! values edgeloop-core quantizes them to for its integer dot products
+//! ([`round_activations`], `shaders/act_round.wgsl`): Q8_0 for Q4_0, Q5_0
+//! and Q8_0 weights, Q8_1 for Q4_1 (whose block minimums then multiply the
+//! CPU's per-block sums), Q8_K for Q4_K and Q6_K; F32 and F16 weights take
+//! the f32 activations as on the CPU. The GPU product then differs from the
+//! CPU's only by f32 rounding in the sums.
 
 use crate::buffer::{plan_chunks, uniform, upload_bytes, Chunk, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
-use crate::quant::WeightType;
+use crate::quant::{ActFormat, WeightType};
 
 /// The most activation columns one [`matmul`] call takes.
 pub const MAX_N: usize = 16;
@@ -89,6 +97,12 @@ impl GpuMatrix {
 /// Records `y[j][r] = sum_c w[r][c] * x[j][c]` for `n` activation columns:
 /// `x` holds `n` × `cols` values, `y` receives `n` × `rows`. One dispatch per
 /// chunk of the matrix.
+///
+/// Where [`GpuContext::rounds_activations`] (the default) and the weight
+/// type has an [`ActFormat`], one dispatch first rounds `x` into the
+/// context's scratch buffer as [`round_activations`] does, and the product
+/// reads that: the result is edgeloop-core's `matmul` up to f32 summation
+/// order.
 pub fn matmul(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
@@ -111,17 +125,34 @@ pub fn matmul(
             y.len()
         )));
     }
+    let format = w.dtype.act_format().filter(|_| ctx.rounds_activations());
+    let scratch;
+    let xbuf = match format {
+        Some(f) => {
+            scratch = ctx.act_scratch((f.rounded_len(x.len()) * 4) as u64);
+            record_round(ctx, enc, f, &x.buf, x.len(), &scratch)?;
+            &scratch
+        }
+        None => &x.buf,
+    };
     let (variant, reduction) = if ctx.uses_subgroups() {
         ("subgroup", include_str!("../shaders/matmul_subgroup.wgsl"))
     } else {
         ("shared", include_str!("../shaders/matmul.wgsl"))
     };
-    let key = format!("matmul_{}_{variant}", w.dtype.name());
+    // Q4_1 with Q8_1 activations applies the block minimums to the
+    // activations' per-block sums, as the CPU does.
+    let (acc_name, acc) = if format == Some(ActFormat::Q8_1) {
+        ("_q8_1", include_str!("../shaders/matmul_acc_q8_1.wgsl"))
+    } else {
+        ("", include_str!("../shaders/matmul_acc.wgsl"))
+    };
+    let key = format!("matmul_{}{acc_name}_{variant}", w.dtype.name());
     let pipeline = ctx.pipeline(
         &key,
         || {
             w.dtype.shader(&format!(
-                "{}\n{reduction}",
+                "{}\n{acc}\n{reduction}",
                 include_str!("../shaders/matmul_common.wgsl")
             ))
         },
@@ -144,10 +175,60 @@ pub fn matmul(
             ctx,
             enc,
             &pipeline,
-            &[&c.buf, &x.buf, &y.buf, &params],
+            &[&c.buf, xbuf, &y.buf, &params],
             (gx, gy, 1),
         );
     }
+    Ok(())
+}
+
+/// Records the rounding of the activations `x` (a whole number of
+/// `format`'s blocks) to the values edgeloop-core's quantizer of `format`
+/// represents, `d * q` with the CPU's `d` (rounded to f16 for Q8_0 and
+/// Q8_1) and `q`, into the first `x.len()` values of `out`; for Q8_1, `out`
+/// then holds each block's `s`. `out` has
+/// [`ActFormat::rounded_len`]`(x.len())` values. Blocks whose largest
+/// magnitude is below 2^-118 become zeros (the CPU's Q8_K values of such a
+/// block are smaller than that).
+pub fn round_activations(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    format: ActFormat,
+    x: &GpuVec,
+    out: &GpuVec,
+) -> Result<()> {
+    if x.is_empty()
+        || !x.len().is_multiple_of(format.block_len())
+        || out.len() != format.rounded_len(x.len())
+    {
+        return Err(GpuError::Shape(format!(
+            "rounding {} activations to {format:?} ({}-value blocks) into {} values",
+            x.len(),
+            format.block_len(),
+            out.len()
+        )));
+    }
+    record_round(ctx, enc, format, &x.buf, x.len(), &out.buf)
+}
+
+/// [`round_activations`] on buffers, shapes checked by the caller.
+fn record_round(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    format: ActFormat,
+    x: &wgpu::Buffer,
+    len: usize,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let pipeline = ctx.pipeline(
+        &format!("act_round_{}", format.entry()),
+        || include_str!("../shaders/act_round.wgsl").to_string(),
+        format.entry(),
+    )?;
+    let blocks = (len / format.block_len()) as u32;
+    let (gx, gy) = grid(blocks.div_ceil(WG));
+    let params = uniform(ctx, &[len as u32, gx]);
+    dispatch(ctx, enc, &pipeline, &[x, out, &params], (gx, gy, 1));
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 // y[n][row_offset + r] = sum_c W[r][c] * x[n][c] for the rows of one chunk
 // of a quantized matrix. One workgroup per row; its threads stride over the
-// row's blocks, then reduce in shared memory. Up to MAX_N activation columns.
-// `deq`, BLOCK_LEN and BLOCK_BYTES come from the weight type's snippet.
+// row's blocks (`accumulate`, from matmul_acc.wgsl or matmul_acc_q8_1.wgsl),
+// then reduce (matmul.wgsl or matmul_subgroup.wgsl). Up to MAX_N activation
+// columns. `deq`, BLOCK_LEN and BLOCK_BYTES come from the weight type's
+// snippet.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -20,23 +22,3 @@ struct Params {
 const WG: u32 = 64u;
 const MAX_N: u32 = 16u;
 var<workgroup> partial: array<f32, 1024>; // MAX_N * WG
-
-// This thread's partial sums of row r for every activation column: the
-// threads of a workgroup stride over the row's blocks.
-fn accumulate(r: u32, lid: u32) -> array<f32, 16> {
-    let nb = p.cols / BLOCK_LEN;
-    let row_base = r * nb * BLOCK_BYTES;
-    var acc: array<f32, 16>;
-    for (var b = lid; b < nb; b += WG) {
-        let base = row_base + b * BLOCK_BYTES;
-        let xb = b * BLOCK_LEN;
-        for (var j = 0u; j < BLOCK_LEN; j++) {
-            let v = deq(base, j);
-            for (var n = 0u; n < p.n; n++) {
-                acc[n] += v * x[n * p.cols + xb + j];
-            }
-        }
-    }
-    return acc;
-}
-

@@ -1,7 +1,11 @@
 // Q4_1: d: f16, m: f16, qs: [u8; 16]; value = d * nibble + m.
 const BLOCK_LEN: u32 = 32u;
 const BLOCK_BYTES: u32 = 20u;
-fn deq(base: u32, j: u32) -> f32 {
+// d * nibble of element j, without the block's minimum.
+fn deq_scaled(base: u32, j: u32) -> f32 {
     let q = (byte_at(base + 4u + (j & 15u)) >> ((j >> 4u) * 4u)) & 0xFu;
-    return f32(q) * f16_at(base) + f16_at(base + 2u);
+    return f32(q) * f16_at(base);
+}
+fn deq(base: u32, j: u32) -> f32 {
+    return deq_scaled(base, j) + f16_at(base + 2u);
 }
