@@ -65,25 +65,17 @@ fn models_info_describes_gemma() {
     }
 }
 
+/// `edgeloop bench --offline -r 1 --json` with `args`: its JSON report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let all = [&["bench", "--offline", "-r", "1", "--json"], args].concat();
+    let out = edgeloop(&all, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object")
+}
+
 #[test]
 fn bench_json_reports_speed_and_memory() {
-    let out = edgeloop(
-        &[
-            "bench",
-            "--offline",
-            "-p",
-            "16",
-            "-n",
-            "8",
-            "-r",
-            "1",
-            "--json",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value =
-        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    let v = bench_json(&["-p", "16", "-n", "8"]);
     for key in [
         "load_ms",
         "prefill_tok_s",
@@ -101,27 +93,7 @@ fn bench_json_reports_speed_and_memory() {
 
 #[test]
 fn backend_flag_picks_the_cpu_and_refuses_unknown_names() {
-    let out = edgeloop(
-        &[
-            "bench",
-            "--offline",
-            "--backend",
-            "cpu",
-            "--threads",
-            "1",
-            "-p",
-            "4",
-            "-n",
-            "2",
-            "-r",
-            "1",
-            "--json",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value =
-        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    let v = bench_json(&["--backend", "cpu", "--threads", "1", "-p", "4", "-n", "2"]);
     assert_eq!(v["backend"], "cpu");
     assert_eq!(v["device"], "1 thread");
 
