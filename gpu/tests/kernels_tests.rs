@@ -739,6 +739,33 @@ fn cpu_attention(
 /// shapes bit-exact: same f16 weights, values summed in row order).
 const ATTENTION_TOL: f32 = 2e-3;
 
+/// Runs the GPU attention of queries `q` at `positions` over `layer` and
+/// returns its largest relative error against core's attention over the
+/// same f16 keys and values (which must not be trivially zero).
+fn attend_vs_core(
+    ctx: &GpuContext,
+    layer: &GpuKvLayer,
+    (keys, values): (&[u16], &[u16]),
+    q: &[f32],
+    positions: &[u32],
+    s: &AttentionShape,
+) -> f32 {
+    let qg = GpuVec::from_slice(ctx, q);
+    let out = GpuVec::zeros(ctx, q.len());
+    let scratch = GpuVec::zeros(ctx, scratch_len(s, positions.len(), layer));
+    ctx.submit("attention", |enc| {
+        attend(ctx, enc, layer, &qg, positions, s, &scratch, &out)
+    })
+    .unwrap();
+    let got = out.read(ctx).unwrap();
+    let want = cpu_attention(q, keys, values, positions, s);
+    assert!(
+        want.iter().any(|v| v.abs() > 0.01),
+        "a non-trivial reference"
+    );
+    rel_err(&got, &want)
+}
+
 #[test]
 fn attention_matches_core_over_an_f16_cache() {
     let Some(ctx) = shared() else { return };
@@ -768,20 +795,7 @@ fn attention_matches_core_over_an_f16_cache() {
         layer.write_f16(ctx, 0, &keys, &values).unwrap();
         let positions = [0u32, 5, 64, 299];
         let q = random_vec(positions.len() * n_heads * head_dim, &mut rng);
-        let qg = GpuVec::from_slice(ctx, &q);
-        let out = GpuVec::zeros(ctx, q.len());
-        let scratch = GpuVec::zeros(ctx, scratch_len(&s, positions.len(), &layer));
-        ctx.submit("attention", |enc| {
-            attend(ctx, enc, &layer, &qg, &positions, &s, &scratch, &out)
-        })
-        .unwrap();
-        let got = out.read(ctx).unwrap();
-        let want = cpu_attention(&q, &keys, &values, &positions, &s);
-        assert!(
-            want.iter().any(|v| v.abs() > 0.01),
-            "a non-trivial reference"
-        );
-        let e = rel_err(&got, &want);
+        let e = attend_vs_core(ctx, &layer, (&keys, &values), &q, &positions, &s);
         eprintln!("attention {s:?}: max relative error {e:.2e}");
         assert!(e <= ATTENTION_TOL, "attention {s:?}: {e}");
     }
@@ -823,20 +837,7 @@ fn kv_store_rounds_like_core_and_feeds_attention() {
     let values: Vec<u16> = v.iter().map(|&x| ops::to_f16(x)).collect();
     let positions = [39u32, 0, 12];
     let q = random_vec(positions.len() * 4 * 64, &mut rng);
-    let qg = GpuVec::from_slice(ctx, &q);
-    let out = GpuVec::zeros(ctx, q.len());
-    let scratch = GpuVec::zeros(ctx, scratch_len(&s, positions.len(), &layer));
-    ctx.submit("attention", |enc| {
-        attend(ctx, enc, &layer, &qg, &positions, &s, &scratch, &out)
-    })
-    .unwrap();
-    let got = out.read(ctx).unwrap();
-    let want = cpu_attention(&q, &keys, &values, &positions, &s);
-    assert!(
-        want.iter().any(|v| v.abs() > 0.01),
-        "a non-trivial reference"
-    );
-    let e = rel_err(&got, &want);
+    let e = attend_vs_core(ctx, &layer, (&keys, &values), &q, &positions, &s);
     eprintln!("kv_store + attention: max relative error {e:.2e}");
     assert!(e <= ATTENTION_TOL, "kv_store + attention: {e}");
 }
