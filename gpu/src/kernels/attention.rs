@@ -67,6 +67,17 @@ impl GpuKvLayer {
         self.capacity
     }
 
+    /// Fails when a position lies beyond the layer's rows.
+    fn check_positions(&self, positions: &[u32]) -> Result<()> {
+        match positions.iter().find(|&&p| p as usize >= self.capacity) {
+            Some(&p) => Err(GpuError::Shape(format!(
+                "position {p} beyond the cache's {} rows",
+                self.capacity
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Records the copy of this layer's first `rows` rows into `dst` (of the
     /// same row width and at least `rows` rows).
     pub fn copy_rows_to(
@@ -141,12 +152,7 @@ pub fn kv_store(
             layer.kv_dim
         )));
     }
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= layer.capacity) {
-        return Err(GpuError::Shape(format!(
-            "position {p} beyond the cache's {} rows",
-            layer.capacity
-        )));
-    }
+    layer.check_positions(positions)?;
     let pipeline = ctx.pipeline(
         "kv_store",
         || include_str!("../shaders/kv_store.wgsl").into(),
@@ -226,12 +232,7 @@ pub fn attend(
             scratch.len()
         )));
     }
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= layer.capacity) {
-        return Err(GpuError::Shape(format!(
-            "position {p} beyond the cache's {} rows",
-            layer.capacity
-        )));
-    }
+    layer.check_positions(positions)?;
     let pipeline = ctx.pipeline(
         "attention",
         || include_str!("../shaders/attention.wgsl").into(),
