@@ -1,6 +1,8 @@
-//! `edgeloop bench`: load time, prefill and decode speed, peak memory.
-//! Figures to compare side by side with llama.cpp's `llama-bench` (see
-//! `tests/bench/vs_llamacpp.sh`); never used as a pass/fail test.
+//! `edgeloop bench`: load time, time to first token, prefill and decode
+//! speed, peak memory, and the machine's memory read bandwidth with the
+//! decode speed it bounds. Figures to compare side by side with llama.cpp's
+//! `llama-bench` (see `tests/bench/vs_llamacpp.sh`); never used as a
+//! pass/fail test.
 
 use std::time::Instant;
 
@@ -58,8 +60,64 @@ struct Report {
     gen_tokens: usize,
     decode_tok_s: f64,
     weights_mb_per_token: f64,
+    /// From the start of the load to the first generated token of a
+    /// one-token prompt, ms.
+    first_token_ms: f64,
+    /// Memory read bandwidth with `threads` threads, GB/s (best of a few
+    /// passes over a buffer much larger than the caches); 0 on the GPU.
+    read_gb_s: f64,
+    /// Decode speed if every token only had to stream the weights once at
+    /// `read_gb_s`: the bandwidth bound; 0 on the GPU.
+    bound_tok_s: f64,
     peak_rss_mb: f64,
     parallel: Vec<ParallelReport>,
+}
+
+/// Memory read bandwidth with `threads` threads in GB/s: the best of a few
+/// passes in which each thread sums its own share of a 512 MiB buffer.
+pub fn read_bandwidth_gb_s(threads: usize) -> f64 {
+    const BYTES: usize = 512 << 20;
+    const PASSES: usize = 5;
+    let threads = threads.max(1);
+    // Written first, so every page is backed before the timing.
+    let buf: Vec<u64> = (0..BYTES / 8).map(|i| i as u64 | 1).collect();
+    let share = buf.len().div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..PASSES {
+        let t = Instant::now();
+        let total = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(share)
+                .map(|part| s.spawn(move || sum_words(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        let secs = t.elapsed().as_secs_f64();
+        // Using the sum keeps the reads from being optimised away.
+        std::hint::black_box(total);
+        best = best.max(BYTES as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// A wrapping sum of `words` in eight independent lanes, so the loop is
+/// bound by loads rather than by one chain of additions.
+fn sum_words(words: &[u64]) -> u64 {
+    let mut lanes = [0u64; 8];
+    let mut chunks = words.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &w) in lanes.iter_mut().zip(c) {
+            *l = l.wrapping_add(w);
+        }
+    }
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &w| a.wrapping_add(w));
+    lanes.iter().fold(rest, |a, &l| a.wrapping_add(l))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -86,16 +144,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let vocab = engine.tokenizer().vocab_size() as u64;
     // Token ids spread over the vocabulary, as llama-bench uses random tokens.
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
+    let prompt: Vec<u32> = (0..args.prompt_tokens.max(1) as u64)
         .map(|i| ((i * 2_654_435_761 + 1000) % (vocab - 1000).max(1) + 100) as u32)
         .collect();
+    let first = GenerateOptions {
+        max_tokens: 1,
+        sampler: SamplerConfig::default(),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    engine.session().generate(&prompt[..1], &first, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let first_token_ms = started.elapsed().as_secs_f64() * 1e3;
     let reps = args.repetitions.max(1);
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for _ in 0..reps {
         let mut s = engine.session();
         let t = Instant::now();
-        s.prefill(&prompt[..args.prompt_tokens.max(1)])?;
+        s.prefill(&prompt)?;
         pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let mut s = engine.session();
@@ -138,6 +206,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
     }
     let c = engine.model().config();
+    let weights_per_token = engine.model().weights().bytes_per_token() as f64;
+    let threads = engine.pool().n_threads();
+    // Before the bandwidth test's buffer raises it.
+    let peak_rss = peak_rss_mb();
+    let read_gb_s = if engine.backend().name() == "cpu" {
+        read_bandwidth_gb_s(threads)
+    } else {
+        0.0
+    };
     let report = Report {
         model: engine
             .model()
@@ -149,14 +226,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         architecture: c.arch.name().to_string(),
         backend: engine.backend().name().to_string(),
         device: engine.backend().device(),
-        threads: engine.pool().n_threads(),
+        threads,
         load_ms,
         prompt_tokens: args.prompt_tokens,
         prefill_tok_s: median(pp),
         gen_tokens: args.gen_tokens,
         decode_tok_s: median(tg),
-        weights_mb_per_token: engine.model().weights().bytes_per_token() as f64 / 1e6,
-        peak_rss_mb: peak_rss_mb(),
+        weights_mb_per_token: weights_per_token / 1e6,
+        first_token_ms,
+        read_gb_s,
+        bound_tok_s: read_gb_s * 1e9 / weights_per_token.max(1.0),
+        peak_rss_mb: peak_rss,
         parallel,
     };
     if args.json {
@@ -166,6 +246,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("backend       {} ({})", report.backend, report.device);
         println!("load          {:.1} ms", report.load_ms);
         println!(
+            "first token   {:.1} ms after the load began",
+            report.first_token_ms
+        );
+        println!(
             "prefill pp{}  {:.1} tok/s",
             report.prompt_tokens, report.prefill_tok_s
         );
@@ -174,6 +258,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             report.gen_tokens, report.decode_tok_s
         );
         println!("weights/token {:.1} MB", report.weights_mb_per_token);
+        if report.read_gb_s > 0.0 {
+            println!(
+                "bandwidth     {:.1} GB/s read ({} threads): bound {:.1} tok/s, decode at {:.0}% of it",
+                report.read_gb_s,
+                report.threads,
+                report.bound_tok_s,
+                100.0 * report.decode_tok_s / report.bound_tok_s
+            );
+        }
         println!("peak RSS      {:.1} MB", report.peak_rss_mb);
         for p in &report.parallel {
             println!(

@@ -96,6 +96,13 @@ fn backend_flag_picks_the_cpu_and_refuses_unknown_names() {
     let v = bench_json(&["--backend", "cpu", "--threads", "1", "-p", "4", "-n", "2"]);
     assert_eq!(v["backend"], "cpu");
     assert_eq!(v["device"], "1 thread");
+    // On the CPU: the time to the first token includes the load, and the
+    // bandwidth bound is the read bandwidth over the bytes of each token.
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(f("first_token_ms") >= f("load_ms"), "{v}");
+    assert!(f("read_gb_s") > 0.0, "{v}");
+    let bound = f("read_gb_s") * 1e3 / f("weights_mb_per_token");
+    assert!((f("bound_tok_s") - bound).abs() <= 1e-6 * bound, "{v}");
 
     let out = edgeloop(&["generate", "--offline", "--backend", "cuda", "hi"], None);
     assert!(!out.status.success());

@@ -670,7 +670,9 @@ fn gated_activations_and_add_match_core() {
         type CpuOp = fn(&mut [f32], &[f32]);
         let cases: [(&str, CpuOp, f32); 3] = [
             ("silu_mul", ops::silu_mul, 1e-5),
-            ("gelu_mul", ops::gelu_mul, 1e-5),
+            // Both round GELU's result to f16; where tanh's last bits differ
+            // across a rounding boundary they are one f16 step apart.
+            ("gelu_mul", ops::gelu_mul, 1e-3),
             ("add", ops::add_assign, 0.0),
         ];
         for (name, cpu, tol) in cases {
@@ -688,6 +690,16 @@ fn gated_activations_and_add_match_core() {
             eprintln!("{name} n={n}: max relative error {e:.2e}");
             // exp and tanh are the GPU's own approximations (a few ulps).
             assert!(e <= tol, "{name} n={n}: {e}");
+            if name == "gelu_mul" {
+                // Rounded alike, nearly every value is the CPU's to within
+                // f32 rounding; one f16 step is 5e-4 relative.
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| (*g - *w).abs() > 1e-5 * w.abs().max(1.0))
+                    .count();
+                assert!(differ * 100 <= n, "gelu_mul n={n}: {differ} values differ");
+            }
         }
     }
 }

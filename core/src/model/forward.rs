@@ -36,12 +36,14 @@ pub struct ForwardScratch {
     up: Vec<f32>,
     last: Vec<f32>,
     scores: Vec<f32>,
+    /// One token's rotation, `(cos, sin)` per frequency.
+    rope: Vec<(f32, f32)>,
     mm: MatmulScratch,
 }
 
-fn fit(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+fn fit<T: Default + Clone>(buf: &mut Vec<T>, n: usize) -> &mut [T] {
     if buf.len() < n {
-        buf.resize(n, 0.0);
+        buf.resize(n, T::default());
     }
     &mut buf[..n]
 }
@@ -162,18 +164,20 @@ impl Forward<'_> {
                 self.rope_global
             };
             let neox = c.rope_style == RopeStyle::Neox;
+            let cs = fit(&mut s.rope, inv_freq.len());
             for (i, t) in batch.iter().enumerate() {
+                ops::rope_cos_sin(t.pos, inv_freq, cs);
                 for head in q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
                     if let Some(w) = &lw.q_norm {
                         ops::rms_norm(head, w, c.rms_eps);
                     }
-                    ops::rope(&mut head[..c.rope_dims], t.pos, inv_freq, neox);
+                    ops::rope_with(&mut head[..c.rope_dims], cs, neox);
                 }
                 for head in k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
                     if let Some(w) = &lw.k_norm {
                         ops::rms_norm(head, w, c.rms_eps);
                     }
-                    ops::rope(&mut head[..c.rope_dims], t.pos, inv_freq, neox);
+                    ops::rope_with(&mut head[..c.rope_dims], cs, neox);
                 }
                 let (kc, vc) = caches[t.seq].layer_mut(il);
                 let row = t.pos * kvd..(t.pos + 1) * kvd;

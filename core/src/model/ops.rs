@@ -19,10 +19,25 @@ pub fn rms_norm_into(dst: &mut [f32], src: &[f32], w: &[f32], eps: f32) {
 /// Rotary embedding of one head at position `pos`.
 /// `inv_freq[i] = base^(-2i/rope_dims)`, already multiplied by the position scale.
 pub fn rope(head: &mut [f32], pos: usize, inv_freq: &[f32], neox: bool) {
-    let half = inv_freq.len();
-    for (i, &f) in inv_freq.iter().enumerate() {
-        let theta = pos as f32 * f;
-        let (sin, cos) = theta.sin_cos();
+    let mut cs = vec![(0.0, 0.0); inv_freq.len()];
+    rope_cos_sin(pos, inv_freq, &mut cs);
+    rope_with(head, &cs, neox);
+}
+
+/// The rotation of position `pos`, `(cos θ_i, sin θ_i)` with
+/// `θ_i = pos * inv_freq[i]`, into `cs`: computed once per token and shared
+/// by all its heads (see [`rope_with`]).
+pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cs: &mut [(f32, f32)]) {
+    for (c, &f) in cs.iter_mut().zip(inv_freq) {
+        let (sin, cos) = (pos as f32 * f).sin_cos();
+        *c = (cos, sin);
+    }
+}
+
+/// Rotary embedding of one head by the rotation [`rope_cos_sin`] computed.
+pub fn rope_with(head: &mut [f32], cs: &[(f32, f32)], neox: bool) {
+    let half = cs.len();
+    for (i, &(cos, sin)) in cs.iter().enumerate() {
         let (a, b) = if neox {
             (i, i + half)
         } else {
@@ -48,13 +63,40 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// GELU(gate) * up (tanh approximation, as Gemma and ggml use), into `gate`.
-pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+/// GELU (tanh approximation, as Gemma uses) of one value, in f32.
+pub fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// GELU(gate) * up, into `gate`, as ggml computes it: the input rounded to
+/// f16 and looked up in a table of [`gelu`] of every f16 value (itself
+/// rounded to f16); 0 at and below -10, the identity at and above 10. One
+/// load instead of a `tanh` per value, and the same values as llama.cpp.
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
     for (g, u) in gate.iter_mut().zip(up) {
         let x = *g;
-        *g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh()) * u;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[to_f16(x) as usize] * u
+        };
     }
+}
+
+/// `round_f16(gelu(x))` for each of the 65536 f16 bit patterns `x`, built
+/// on first use (256 KiB).
+fn gelu_table() -> &'static [f32] {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Box<[f32]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| round_f16(gelu(from_f16(bits))))
+            .collect()
+    })
 }
 
 /// `a += b`.
@@ -737,6 +779,64 @@ mod tests {
             let n0: f32 = orig.iter().map(|v| v * v).sum();
             let n1: f32 = h.iter().map(|v| v * v).sum();
             assert!((n0 - n1).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn gelu_mul_is_the_f16_rounded_definition() {
+        // Against GELU in f64 on inputs across the range, the saturation
+        // boundaries included: within the f16 rounding of input and output.
+        let gelu64 = |x: f64| {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        };
+        let xs: Vec<f32> = (-1300..=1300)
+            .map(|i| i as f32 * 0.01)
+            .chain([-10.0, 10.0, -50.0, 50.0])
+            .collect();
+        let up: Vec<f32> = xs
+            .iter()
+            .map(|&x| if x > 0.0 { 2.0 } else { -0.5 })
+            .collect();
+        let mut got = xs.clone();
+        gelu_mul(&mut got, &up);
+        for ((&x, &u), &g) in xs.iter().zip(&up).zip(&got) {
+            let want = if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                (x * u) as f64
+            } else {
+                gelu64(x as f64) * u as f64
+            };
+            // Rounding x to f16 moves it by up to 2^-11 relative, GELU's slope
+            // is at most ~1.13, and the result's own rounding adds 2^-11.
+            let tol = 2.5e-3 * (want.abs() + (x as f64 * u as f64).abs()) + 1e-7;
+            assert!(
+                (g as f64 - want).abs() <= tol,
+                "gelu({x}) * {u}: {g}, want {want}"
+            );
+        }
+        // Exactly the table ggml uses: f16(gelu(f16(x))).
+        let x = 0.7317f32;
+        let mut g = [x];
+        gelu_mul(&mut g, &[1.0]);
+        assert_eq!(g[0], round_f16(gelu(round_f16(x))));
+    }
+
+    #[test]
+    fn rope_with_shared_rotation_equals_rope() {
+        let f = rope_inv_freq(16, 10_000.0, 1.0);
+        let orig: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Opaque, so that no call's sines are folded at compile time.
+        let pos = std::hint::black_box(123);
+        let mut cs = vec![(0.0, 0.0); f.len()];
+        rope_cos_sin(pos, &f, &mut cs);
+        for neox in [false, true] {
+            let mut a = orig.clone();
+            rope(&mut a, pos, &f, neox);
+            let mut b = orig.clone();
+            rope_with(&mut b, &cs, neox);
+            assert_eq!(a, b);
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::buffer::{uniform, upload_bytes, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{dispatch, grid, WG};
+use crate::kernels::{dispatch, grid, with_round_f16, WG};
 
 fn shape_err(what: &str) -> GpuError {
     GpuError::Shape(what.to_string())
@@ -157,7 +157,7 @@ fn binary(
     }
     let pipeline = ctx.pipeline(
         &format!("act_{entry}"),
-        || include_str!("../shaders/act.wgsl").into(),
+        || with_round_f16(include_str!("../shaders/act.wgsl")),
         entry,
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));

@@ -222,7 +222,7 @@ fn record_round(
 ) -> Result<()> {
     let pipeline = ctx.pipeline(
         &format!("act_round_{}", format.entry()),
-        || include_str!("../shaders/act_round.wgsl").to_string(),
+        || super::with_round_f16(include_str!("../shaders/act_round.wgsl")),
         format.entry(),
     )?;
     let blocks = (len / format.block_len()) as u32;

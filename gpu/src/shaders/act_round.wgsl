@@ -17,6 +17,7 @@
 // WGSL. A block whose largest magnitude is below 2^-118 comes out as zeros:
 // exactly what the CPU represents for Q8_0 and Q8_1 (d rounds to 0 in f16
 // and s to 0), and within 2^-118 of it for Q8_K.
+// `round_f16` comes from round_f16.wgsl, prepended to this source.
 
 struct Params {
     len: u32,  // values in x (a whole number of blocks)
@@ -28,29 +29,6 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 const TINY: f32 = 0x1p-118f;
-
-// `v` rounded to the nearest f16 (ties to even) and back, as the `half`
-// crate's `f16::from_f32`: beyond the f16 range ±inf, below 2^-14 a
-// multiple of 2^-24 (f16 subnormals).
-fn round_f16(v: f32) -> f32 {
-    let bits = bitcast<u32>(v);
-    let sign = bits & 0x80000000u;
-    let mag = bits & 0x7FFFFFFFu;
-    if (mag >= 0x7F800000u) {
-        return v;
-    }
-    if (mag < 0x38800000u) {
-        // Scaling by powers of two is exact here; round() is half to even.
-        return round(v * 16777216.0) * 5.9604644775390625e-8;
-    }
-    // Drop 13 of the 23 mantissa bits, half to even; a carry moves into the
-    // exponent as it should.
-    let r = (mag + 0xFFFu + ((mag >> 13u) & 1u)) & 0xFFFFE000u;
-    if (r > 0x477FE000u) {
-        return bitcast<f32>(sign | 0x7F800000u);
-    }
-    return bitcast<f32>(sign | r);
-}
 
 // a / b correctly rounded (to nearest, ties to even) for normal a and b,
 // by long division of the significands. A quotient beyond the f32 range is
