@@ -70,13 +70,16 @@ impl Engine {
         let start = Instant::now();
         let path = path.as_ref();
         let file = Arc::new(GgufFile::open(path)?);
+        let opened = start.elapsed();
         let model = Arc::new(Model::from_gguf(file.clone())?);
+        let modelled = start.elapsed();
         let spec = tokenizer_spec(file.metadata())?;
         let cache = options
             .tokenizer_cache
             .clone()
             .unwrap_or_else(|| tokenizer_cache_beside(path));
         let tokenizer = Tokenizer::load_or_build(&spec, &cache)?;
+        let tokenized = start.elapsed();
         if tokenizer.vocab_size() > model.config().vocab_size {
             return Err(Error::Invalid(format!(
                 "the tokenizer has {} tokens but the model's embedding only {}",
@@ -98,6 +101,16 @@ impl Engine {
             n => n,
         };
         let pool = Arc::new(ThreadPool::new(threads));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        log::debug!(
+            "loaded {} in {:.1} ms: file {:.1}, model {:.1}, tokenizer {:.1}, template and threads {:.1}",
+            path.display(),
+            ms(start.elapsed()),
+            ms(opened),
+            ms(modelled - opened),
+            ms(tokenized - modelled),
+            ms(start.elapsed() - tokenized)
+        );
         Ok(Engine {
             backend: Box::new(CpuBackend::new(model.clone(), pool.clone())),
             model,

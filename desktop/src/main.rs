@@ -142,6 +142,9 @@ impl ModelArgs {
     /// [`ModelArgs::load`], also giving the model file's path.
     pub fn load_with_path(&self) -> Result<(Engine, std::path::PathBuf)> {
         let path = pull::resolve_model(self.model.as_deref(), self.offline)?;
+        let choice: BackendChoice = self.backend.parse()?;
+        // The GPU search runs while the model loads.
+        let probe = edgeloop_gpu::Probe::start(choice);
         let mut engine = Engine::load(
             &path,
             EngineOptions {
@@ -151,8 +154,8 @@ impl ModelArgs {
             },
         )
         .with_context(|| format!("loading {}", path.display()))?;
-        let choice: BackendChoice = self.backend.parse()?;
-        let selection = edgeloop_gpu::select(&mut engine, choice)
+        let selection = probe
+            .select(&mut engine)
             .with_context(|| format!("starting the {choice} backend"))?;
         match &selection.fallback {
             Some(why) => log::warn!("running on the CPU: {why}"),

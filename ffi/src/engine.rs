@@ -132,6 +132,8 @@ impl Engine {
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
                 Path::new(d).join(format!("{file}.tokenizer.json"))
             });
+            // The GPU search runs while the model loads.
+            let probe = edgeloop_gpu::Probe::start(choice);
             let mut core = edgeloop_core::Engine::load(
                 &path,
                 EngineOptions {
@@ -141,11 +143,11 @@ impl Engine {
                     tokenizer_cache,
                 },
             )?;
-            let selection = edgeloop_gpu::select(&mut core, choice).map_err(|e| {
-                EdgeloopError::Unsupported {
+            let selection = probe
+                .select(&mut core)
+                .map_err(|e| EdgeloopError::Unsupported {
                     reason: format!("no usable GPU: {e}"),
-                }
-            })?;
+                })?;
             let backend = match selection.backend {
                 "wgpu" => Backend::Gpu,
                 _ => Backend::Cpu,

@@ -157,31 +157,76 @@ pub struct Selection {
 ///   rasterizer such as llvmpipe is slower than the CPU path, so `auto`
 ///   never picks one; see [`GpuContext::hardware`]).
 pub fn select(engine: &mut Engine, choice: BackendChoice) -> Result<Selection> {
+    let ctx = match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Wgpu => Some(GpuContext::new()),
+        BackendChoice::Auto => Some(GpuContext::hardware()),
+    };
+    finish(engine, choice, ctx)
+}
+
+/// [`select`] in two halves, so that the search for a GPU (tens of
+/// milliseconds: loading the driver, creating the device) runs on a thread
+/// while the model loads, since it needs nothing from the model:
+/// [`Probe::start`] before [`Engine::load`], [`Probe::select`] after.
+pub struct Probe {
+    choice: BackendChoice,
+    search: Option<std::thread::JoinHandle<Result<GpuContext>>>,
+}
+
+impl Probe {
+    /// Starts looking for the GPU that `choice` asks for (nothing for `Cpu`).
+    pub fn start(choice: BackendChoice) -> Probe {
+        let search = match choice {
+            BackendChoice::Cpu => None,
+            BackendChoice::Wgpu => Some(std::thread::spawn(GpuContext::new)),
+            BackendChoice::Auto => Some(std::thread::spawn(GpuContext::hardware)),
+        };
+        Probe { choice, search }
+    }
+
+    /// Puts `engine` on the backend, as [`select`] does with the GPU found.
+    pub fn select(self, engine: &mut Engine) -> Result<Selection> {
+        let waited = std::time::Instant::now();
+        let ctx = self.search.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(GpuError::NoAdapter {
+                    why: "the search for a GPU panicked".into(),
+                })
+            })
+        });
+        log::debug!(
+            "waited {:.1} ms for the GPU search",
+            waited.elapsed().as_secs_f64() * 1e3
+        );
+        finish(engine, self.choice, ctx)
+    }
+}
+
+/// The rest of [`select`] once the adapter search for `choice` has given
+/// `ctx` (`None` for `Cpu`).
+fn finish(
+    engine: &mut Engine,
+    choice: BackendChoice,
+    ctx: Option<Result<GpuContext>>,
+) -> Result<Selection> {
     let selected = |engine: &Engine, fallback| Selection {
         backend: engine.backend().name(),
         device: engine.backend().device(),
         fallback,
     };
-    match choice {
-        BackendChoice::Cpu => Ok(selected(engine, None)),
-        BackendChoice::Wgpu => {
-            let ctx = GpuContext::new()?;
-            let backend = WgpuBackend::new(&ctx, engine.model())?;
+    let ctx = match (choice, ctx) {
+        (BackendChoice::Cpu, _) | (_, None) => return Ok(selected(engine, None)),
+        (BackendChoice::Wgpu, Some(ctx)) => ctx?,
+        (BackendChoice::Auto, Some(Ok(ctx))) => ctx,
+        (BackendChoice::Auto, Some(Err(e))) => return Ok(selected(engine, Some(e.to_string()))),
+    };
+    match WgpuBackend::new(&ctx, engine.model()) {
+        Ok(backend) => {
             engine.set_backend(Box::new(backend));
             Ok(selected(engine, None))
         }
-        BackendChoice::Auto => {
-            let ctx = match GpuContext::hardware() {
-                Ok(ctx) => ctx,
-                Err(e) => return Ok(selected(engine, Some(e.to_string()))),
-            };
-            match WgpuBackend::new(&ctx, engine.model()) {
-                Ok(backend) => {
-                    engine.set_backend(Box::new(backend));
-                    Ok(selected(engine, None))
-                }
-                Err(e) => Ok(selected(engine, Some(format!("{}: {e}", describe(&ctx))))),
-            }
-        }
+        Err(e) if choice == BackendChoice::Wgpu => Err(e),
+        Err(e) => Ok(selected(engine, Some(format!("{}: {e}", describe(&ctx))))),
     }
 }

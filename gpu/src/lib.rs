@@ -61,7 +61,7 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 
-pub use backend::{select, Selection, WgpuBackend};
+pub use backend::{select, Probe, Selection, WgpuBackend};
 pub use context::{GpuContext, GpuFeatures};
 pub use error::{GpuError, Result};
 pub use model::{GpuKvCache, GpuModel};

@@ -408,6 +408,7 @@ impl GpuModel {
         toks: &[BatchToken],
         rows: &[usize],
     ) -> Result<Vec<f32>> {
+        let started = std::time::Instant::now();
         let ctx = &self.ctx;
         let c = &self.config;
         let n = toks.len();
@@ -504,11 +505,18 @@ impl GpuModel {
             }
             Ok(())
         })?;
-        if k_rows > 0 {
-            out.read(ctx)
+        let recorded = started.elapsed();
+        let logits = if k_rows > 0 {
+            out.read(ctx)?
         } else {
-            Ok(Vec::new())
-        }
+            Vec::new()
+        };
+        log::debug!(
+            "forward of {n} tokens: {:.2} ms to record and submit, {:.2} ms more until the logits are read",
+            recorded.as_secs_f64() * 1e3,
+            (started.elapsed() - recorded).as_secs_f64() * 1e3
+        );
+        Ok(logits)
     }
 
     /// Records `x += norm(o)` (or `x += o` without a post-norm), through

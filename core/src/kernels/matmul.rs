@@ -169,6 +169,53 @@ impl SharedOut {
     }
 }
 
+/// The most matrices one [`matmul_many`] call takes (a layer's query, key
+/// and value projections).
+pub const MAX_MANY: usize = 3;
+
+/// `ys[k] = ws[k] · x` for several matrices of the same type and width
+/// (e.g. a layer's query, key and value projections, or its gate and up
+/// projections): the activations are quantized once and the rows of all the
+/// matrices are shared out in one job of the pool, so the threads meet once
+/// instead of once per matrix. Each `ys[k]` gets exactly what [`matmul`]
+/// would give it.
+///
+/// # Panics
+/// As [`matmul`] for each pair, if there are more than [`MAX_MANY`]
+/// matrices, or if their types or widths differ.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    ws: &[&QMatrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
+    assert!(
+        ws.len() == ys.len() && ws.len() <= MAX_MANY,
+        "matmul_many: {} matrices and {} outputs (at most {MAX_MANY})",
+        ws.len(),
+        ys.len()
+    );
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        if let Err(e) = w.validate().and_then(|_| {
+            check_len("x", n.checked_mul(w.cols), x.len())?;
+            check_len("y", n.checked_mul(w.rows), y.len())
+        }) {
+            panic!("matmul_many: {e}");
+        }
+        assert!(
+            w.dtype == ws[0].dtype && w.cols == ws[0].cols,
+            "matmul_many: a {} matrix of width {} beside a {} matrix of width {}",
+            w.dtype,
+            w.cols,
+            ws[0].dtype,
+            ws[0].cols
+        );
+    }
+    matmul_many_with(Isa::best(), pool, ws, x, n, ys, scratch);
+}
+
 /// [`matmul`] on a given instruction set, with shapes already checked.
 pub(crate) fn matmul_with(
     isa: Isa,
@@ -179,41 +226,64 @@ pub(crate) fn matmul_with(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) {
-    debug_assert!(w.validate().is_ok());
-    debug_assert_eq!(x.len(), n * w.cols);
-    debug_assert_eq!(y.len(), n * w.rows);
-    if n == 0 || w.rows == 0 {
-        return;
-    }
-    if w.cols == 0 {
-        y.fill(0.0);
-        return;
-    }
-    let acts = quantize_acts(isa, pool, w.dtype, x, scratch);
+    matmul_many_with(isa, pool, &[w], x, n, &mut [y], scratch);
+}
 
-    let rows = w.rows;
+/// [`matmul_many`] on a given instruction set, with shapes already checked.
+fn matmul_many_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    ws: &[&QMatrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
+    debug_assert!(ws.len() == ys.len() && ws.len() <= MAX_MANY);
+    if n == 0 || ws.is_empty() {
+        return;
+    }
+    if ws[0].cols == 0 {
+        ys.iter_mut().for_each(|y| y.fill(0.0));
+        return;
+    }
+    let acts = quantize_acts(isa, pool, ws[0].dtype, x, scratch);
+
     let nt = pool.n_threads();
+    let total: usize = ws.iter().map(|w| w.rows).sum();
     // Chunks of 16 rows (64 bytes of each y column) or more, so threads do
     // not share cache lines of y; about 8 chunks per thread so a thread that
-    // is descheduled on a busy machine does not hold up the others.
-    let chunk = (rows / (nt * 8)).clamp(16, 1024).next_multiple_of(16);
-    let n_chunks = rows.div_ceil(chunk);
+    // is descheduled on a busy machine does not hold up the others. Chunks
+    // never span two matrices: matrix k owns chunks first[k]..first[k + 1].
+    let chunk = (total / (nt * 8)).clamp(16, 1024).next_multiple_of(16);
+    let mut first = [0usize; MAX_MANY + 1];
+    let mut outs = [SharedOut(std::ptr::null_mut()); MAX_MANY];
+    for (k, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
+        debug_assert!(w.validate().is_ok());
+        debug_assert_eq!(x.len(), n * w.cols);
+        debug_assert_eq!(y.len(), n * w.rows);
+        first[k + 1] = first[k] + w.rows.div_ceil(chunk);
+        outs[k] = SharedOut(y.as_mut_ptr());
+    }
+    let n_chunks = first[ws.len()];
     let next = AtomicUsize::new(0);
-    let out = SharedOut(y.as_mut_ptr());
     let job = |_: usize, _: usize| loop {
         let ci = next.fetch_add(1, Ordering::Relaxed);
         if ci >= n_chunks {
             break;
         }
-        let r0 = ci * chunk;
+        let k = (0..ws.len()).find(|&k| ci < first[k + 1]).unwrap_or(0);
+        let w = ws[k];
+        let rows = w.rows;
+        let r0 = (ci - first[k]) * chunk;
         let r1 = (r0 + chunk).min(rows);
-        let yp = out.ptr();
+        let yp = outs[k].ptr();
         dot::dot_rows(isa, w, r0..r1, acts, n, &mut |r, c, v| {
             debug_assert!(r < rows && c < n);
-            // SAFETY: `r < rows` and `c < n`, and y.len() == n * rows;
+            // SAFETY: `r < rows` and `c < n`, and ys[k].len() == n * rows;
             // each row belongs to exactly one chunk and each chunk to one
             // thread, and `pool.run` returns only after every thread is
-            // done, while `y` is still mutably borrowed.
+            // done, while `ys` is still mutably borrowed.
             unsafe { yp.add(c * rows + r).write(v) }
         });
     };

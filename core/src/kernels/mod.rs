@@ -6,5 +6,5 @@ mod dot;
 mod matmul;
 mod pool;
 
-pub use matmul::{matmul, try_matmul, MatmulScratch, QMatrix};
+pub use matmul::{matmul, matmul_many, try_matmul, MatmulScratch, QMatrix, MAX_MANY};
 pub use pool::ThreadPool;

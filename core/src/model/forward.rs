@@ -2,7 +2,7 @@
 //! of tokens that may belong to several sequences (each with its own
 //! [`KvCache`]). Architecture differences are flags of [`ModelConfig`].
 
-use crate::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use crate::kernels::{matmul, matmul_many, MatmulScratch, QMatrix, ThreadPool, MAX_MANY};
 use crate::quant;
 
 use super::config::{Activation, ModelConfig, RopeStyle};
@@ -151,11 +151,15 @@ impl Forward<'_> {
             }
             let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
             let q = fit(&mut s.q, n * qd);
-            matmul(self.pool, &self.matrix(&lw.wq), h, n, q, &mut s.mm);
             let k = fit(&mut s.k, n * kvd);
-            matmul(self.pool, &self.matrix(&lw.wk), h, n, k, &mut s.mm);
             let v = fit(&mut s.v, n * kvd);
-            matmul(self.pool, &self.matrix(&lw.wv), h, n, v, &mut s.mm);
+            self.project(
+                &[&lw.wq, &lw.wk, &lw.wv],
+                h,
+                n,
+                &mut [&mut *q, &mut *k, &mut *v],
+                &mut s.mm,
+            );
 
             let sliding = c.sliding_layers[il];
             let inv_freq = if sliding {
@@ -215,9 +219,14 @@ impl Forward<'_> {
             }
             let ff = c.n_ff;
             let gate = fit(&mut s.gate, n * ff);
-            matmul(self.pool, &self.matrix(&lw.w_gate), h, n, gate, &mut s.mm);
             let up = fit(&mut s.up, n * ff);
-            matmul(self.pool, &self.matrix(&lw.w_up), h, n, up, &mut s.mm);
+            self.project(
+                &[&lw.w_gate, &lw.w_up],
+                h,
+                n,
+                &mut [&mut *gate, &mut *up],
+                &mut s.mm,
+            );
             match c.activation {
                 Activation::Silu => ops::silu_mul(gate, up),
                 Activation::Gelu => ops::gelu_mul(gate, up),
@@ -267,6 +276,33 @@ impl Forward<'_> {
             logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
         }
         Ok(())
+    }
+
+    /// `ys[k] = ms[k] · x` for projections of the same input: one
+    /// [`matmul_many`] call (one activation quantization, one meeting of the
+    /// threads) when the matrices share a type and width, as they usually
+    /// do, else one [`matmul`] each.
+    fn project(
+        &self,
+        ms: &[&MatrixRef],
+        x: &[f32],
+        n: usize,
+        ys: &mut [&mut [f32]],
+        mm: &mut MatmulScratch,
+    ) {
+        let m0 = self.matrix(ms[0]);
+        if ms.iter().all(|m| m.dtype == m0.dtype && m.cols == m0.cols) {
+            let mut qs = [m0; MAX_MANY];
+            for (q, m) in qs.iter_mut().zip(ms) {
+                *q = self.matrix(m);
+            }
+            let refs: [&QMatrix; MAX_MANY] = std::array::from_fn(|i| &qs[i]);
+            matmul_many(self.pool, &refs[..ms.len()], x, n, ys, mm);
+        } else {
+            for (m, y) in ms.iter().zip(ys.iter_mut()) {
+                matmul(self.pool, &self.matrix(m), x, n, y, mm);
+            }
+        }
     }
 
     /// Causal (optionally sliding-window) attention of every token of the

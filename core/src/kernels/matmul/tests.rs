@@ -354,3 +354,71 @@ fn bench_matmul() {
         }
     }
 }
+
+#[test]
+fn matmul_many_equals_one_matmul_per_matrix() {
+    // Query, key and value shaped projections of one input (different row
+    // counts, chunks that would straddle matrices), at several thread counts
+    // and batch sizes: bit for bit what separate calls give.
+    let mut rng = Rng::new(25);
+    let mut scratch = MatmulScratch::default();
+    for (dtype, cols) in [
+        (GgmlType::Q4_1, 96),
+        (GgmlType::Q4K, 256),
+        (GgmlType::Q8_0, 64),
+    ] {
+        let shapes = [300usize, 37, 1100];
+        let datas: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&rows| random_weights(&mut rng, dtype, rows, cols))
+            .collect();
+        let ws: Vec<QMatrix> = datas
+            .iter()
+            .zip(shapes)
+            .map(|(d, rows)| QMatrix::new(dtype, d, rows, cols).unwrap())
+            .collect();
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for n in [1usize, 4] {
+                let x = random_f32s(&mut rng, n * cols, 1.0);
+                let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![f32::NAN; n * r]).collect();
+                {
+                    let refs: Vec<&QMatrix> = ws.iter().collect();
+                    let mut outs: Vec<&mut [f32]> =
+                        ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+                    matmul_many(&pool, &refs, &x, n, &mut outs, &mut scratch);
+                }
+                for (w, y) in ws.iter().zip(&ys) {
+                    let mut alone = vec![f32::NAN; n * w.rows];
+                    matmul(&pool, w, &x, n, &mut alone, &mut scratch);
+                    assert_eq!(
+                        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{dtype} rows={} n={n} threads={threads}",
+                        w.rows
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "matmul_many")]
+fn matmul_many_refuses_matrices_of_different_types() {
+    let mut rng = Rng::new(26);
+    let a = random_weights(&mut rng, GgmlType::Q8_0, 4, 32);
+    let b = random_weights(&mut rng, GgmlType::Q4_0, 4, 32);
+    let wa = QMatrix::new(GgmlType::Q8_0, &a, 4, 32).unwrap();
+    let wb = QMatrix::new(GgmlType::Q4_0, &b, 4, 32).unwrap();
+    let x = vec![1.0; 32];
+    let (mut ya, mut yb) = (vec![0.0; 4], vec![0.0; 4]);
+    matmul_many(
+        &ThreadPool::new(1),
+        &[&wa, &wb],
+        &x,
+        1,
+        &mut [&mut ya, &mut yb],
+        &mut MatmulScratch::default(),
+    );
+}
