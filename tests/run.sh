@@ -2,12 +2,13 @@
 # Runs edgeloop's whole test suite on a fresh machine: builds the CLI and tests, pulls
 # the two real models the tests run on (a no-op when they are cached), then
 # runs every test in release mode (the models are too slow unoptimised),
-# then the bindings' tests (Python, C header, Kotlin on the JVM) and the
-# mobile target builds.
+# then the bindings' tests (Python, C header, Kotlin on the JVM), the
+# mobile target builds and the NEON kernels' tests under emulation.
 #
 # Besides Rust and Python 3 with pip, the binding tests need pytest, a C
 # compiler, kotlinc ($KOTLINC or on PATH), a JDK, JNA and JUnit 4, the
-# mobile builds clang, llvm and the arm64 C headers, the GPU tests a
+# mobile builds clang, llvm and the arm64 C headers, the NEON kernels'
+# tests qemu-user and gcc-aarch64-linux-gnu, the GPU tests a
 # Vulkan driver (lavapipe: mesa-vulkan-drivers), and the fuzz run
 # cargo-fuzz and a C++ compiler; .ci/run installs them.
 set -euo pipefail
@@ -32,6 +33,7 @@ bash ffi/tests/c/run.sh
 bash android/test-jvm.sh
 
 bash tests/mobile.sh
+bash tests/arm.sh
 
 # Every fuzz target for 20 seconds from its seeds (AddressSanitizer on).
 bash fuzz/run.sh 20
