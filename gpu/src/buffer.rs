@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::context::GpuContext;
+use crate::context::{GpuContext, Staged};
 use crate::error::{GpuError, Result};
 
 /// Usage of the storage buffers this crate creates.
@@ -33,16 +33,12 @@ pub fn upload_bytes(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer
         })
 }
 
-/// A small uniform buffer of `u32` words (kernel parameters).
-pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> wgpu::Buffer {
+/// Kernel parameters, `u32` words padded to a multiple of 16 bytes, staged
+/// for one dispatch (see [`GpuContext::stage`]).
+pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> Staged {
     let mut w = words.to_vec();
     w.resize(w.len().div_ceil(4).max(1) * 4, 0);
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&w),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    ctx.stage("params", bytemuck::cast_slice(&w))
 }
 
 /// A vector of f32 values on the device (activations, norms, results).

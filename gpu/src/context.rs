@@ -29,6 +29,50 @@ pub struct GpuContext {
     round_acts: bool,
     act_scratch: Arc<Mutex<Option<wgpu::Buffer>>>,
     pipelines: Arc<Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>>,
+    /// Held for the whole of a [`GpuContext::submit`], so that recordings
+    /// from several threads do not share the arena.
+    recording: Arc<Mutex<()>>,
+    arena: Arc<Mutex<Arena>>,
+}
+
+/// Bytes per buffer of the [`Arena`].
+const ARENA_CHUNK: usize = 64 << 10;
+
+/// Where the small data of one submission's dispatches (kernel parameters,
+/// token positions and ids) goes: while [`GpuContext::submit`] records,
+/// [`GpuContext::stage`] appends each piece to host memory at an aligned
+/// offset of one of a few device buffers kept for the context's life, and
+/// the submission writes each buffer once before its commands run. One
+/// new buffer per dispatch, each with its own staging copy, cost tens of
+/// microseconds a dispatch on a discrete GPU.
+#[derive(Default)]
+struct Arena {
+    /// Device buffers of [`ARENA_CHUNK`] bytes (uniform and storage).
+    buffers: Vec<wgpu::Buffer>,
+    /// What this submission has staged, per buffer in order.
+    staged: Vec<Vec<u8>>,
+    /// Whether a submission is recording.
+    active: bool,
+}
+
+/// A piece of data staged in the arena (or, outside a submission, a buffer
+/// of its own): what a bind group entry binds.
+#[derive(Clone, Debug)]
+pub(crate) struct Staged {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+impl Staged {
+    /// The binding of exactly these bytes.
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -123,6 +167,8 @@ impl GpuContext {
             act_scratch: Arc::new(Mutex::new(None)),
             limits,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
+            recording: Arc::new(Mutex::new(())),
+            arena: Arc::new(Mutex::new(Arena::default())),
         })
     }
 
@@ -219,6 +265,60 @@ impl GpuContext {
         &self.queue
     }
 
+    /// `bytes` (zero-padded to a multiple of 4) for one dispatch, bound as
+    /// a uniform or a read-only storage buffer: staged in the arena while
+    /// [`GpuContext::submit`] records, else in a buffer of its own.
+    pub(crate) fn stage(&self, label: &str, bytes: &[u8]) -> Staged {
+        let size = bytes.len().div_ceil(4).max(1) * 4;
+        let align = (self.limits.min_uniform_buffer_offset_alignment)
+            .max(self.limits.min_storage_buffer_offset_alignment) as usize;
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        if !arena.active || size > ARENA_CHUNK {
+            drop(arena);
+            let mut padded = bytes.to_vec();
+            padded.resize(size, 0);
+            let buffer = wgpu::util::DeviceExt::create_buffer_init(
+                &self.device,
+                &wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &padded,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE,
+                },
+            );
+            return Staged {
+                buffer,
+                offset: 0,
+                size: size as u64,
+            };
+        }
+        let fits = |v: &Vec<u8>| v.len().next_multiple_of(align) + size <= ARENA_CHUNK;
+        if !arena.staged.last().is_some_and(fits) {
+            arena.staged.push(Vec::with_capacity(ARENA_CHUNK));
+        }
+        let index = arena.staged.len() - 1;
+        if arena.buffers.len() <= index {
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel parameters"),
+                size: ARENA_CHUNK as u64,
+                usage: wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            arena.buffers.push(buffer);
+        }
+        let staged = &mut arena.staged[index];
+        let offset = staged.len().next_multiple_of(align);
+        staged.resize(offset, 0);
+        staged.extend_from_slice(bytes);
+        staged.resize(offset + size, 0);
+        Staged {
+            buffer: arena.buffers[index].clone(),
+            offset: offset as u64,
+            size: size as u64,
+        }
+    }
+
     /// The compute pipeline of entry point `entry` of the WGSL `source`,
     /// compiled once and cached under `key`. Shader and pipeline errors are
     /// returned as [`GpuError::Validation`].
@@ -267,15 +367,28 @@ impl GpuContext {
         what: &str,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
     ) -> Result<()> {
+        let _recording = self.recording.lock().unwrap_or_else(|e| e.into_inner());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+        {
+            let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+            arena.staged.clear();
+            arena.active = true;
+        }
         let recorded = record(&mut enc);
         let cmd = enc.finish();
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        arena.active = false;
         if recorded.is_ok() {
+            // Queue writes land before the commands submitted next.
+            for (buffer, bytes) in arena.buffers.iter().zip(&arena.staged) {
+                self.queue.write_buffer(buffer, 0, bytes);
+            }
             self.queue.submit([cmd]);
         }
+        drop(arena);
         let err = pollster::block_on(scope.pop());
         recorded?;
         match err {

@@ -4,7 +4,7 @@
 //! as the CPU forward pass calls it (query rounded to f16, softmax weights
 //! rounded to f16).
 
-use crate::buffer::{uniform, upload_bytes, GpuVec};
+use crate::buffer::{uniform, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
@@ -158,7 +158,7 @@ pub fn kv_store(
         || include_str!("../shaders/kv_store.wgsl").into(),
         "main",
     )?;
-    let pos = upload_bytes(ctx, "positions", bytemuck::cast_slice(positions));
+    let pos = ctx.stage("positions", bytemuck::cast_slice(positions));
     let (gx, gy) = grid(((tokens * layer.kv_dim / 2) as u32).div_ceil(WG));
     let params = uniform(ctx, &[tokens as u32, layer.kv_dim as u32, gx]);
     dispatch(
@@ -238,7 +238,7 @@ pub fn attend(
         || include_str!("../shaders/attention.wgsl").into(),
         "main",
     )?;
-    let pos = upload_bytes(ctx, "positions", bytemuck::cast_slice(positions));
+    let pos = ctx.stage("positions", bytemuck::cast_slice(positions));
     let params = uniform(
         ctx,
         &[

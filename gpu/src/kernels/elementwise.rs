@@ -117,7 +117,7 @@ pub fn rope(
         || include_str!("../shaders/rope.wgsl").into(),
         "main",
     )?;
-    let pos = upload_bytes(ctx, "positions", bytemuck::cast_slice(positions));
+    let pos = ctx.stage("positions", bytemuck::cast_slice(positions));
     let threads = (tokens * heads * table.half) as u32;
     let (gx, gy) = grid(threads.div_ceil(WG));
     let params = uniform(

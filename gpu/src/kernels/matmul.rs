@@ -261,7 +261,7 @@ pub fn embed(
         || w.dtype.shader(include_str!("../shaders/embed.wgsl")),
         "main",
     )?;
-    let ids_buf = upload_bytes(ctx, "token ids", bytemuck::cast_slice(ids));
+    let ids_buf = ctx.stage("token ids", bytemuck::cast_slice(ids));
     for c in &w.chunks {
         let params = uniform(
             ctx,

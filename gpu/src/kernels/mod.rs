@@ -27,12 +27,29 @@ pub(crate) fn grid(groups: u32) -> (u32, u32) {
     }
 }
 
+/// Something a dispatch binds: a whole buffer, or data staged for it.
+pub(crate) trait Bind {
+    fn resource(&self) -> wgpu::BindingResource<'_>;
+}
+
+impl Bind for wgpu::Buffer {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        self.as_entire_binding()
+    }
+}
+
+impl Bind for crate::context::Staged {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        self.binding()
+    }
+}
+
 /// Records one dispatch of `pipeline` with `entries` bound in group 0.
 pub(crate) fn dispatch(
     ctx: &crate::GpuContext,
     enc: &mut wgpu::CommandEncoder,
     pipeline: &wgpu::ComputePipeline,
-    entries: &[&wgpu::Buffer],
+    entries: &[&dyn Bind],
     groups: (u32, u32, u32),
 ) {
     let layout = pipeline.get_bind_group_layout(0);
@@ -41,7 +58,7 @@ pub(crate) fn dispatch(
         .enumerate()
         .map(|(i, b)| wgpu::BindGroupEntry {
             binding: i as u32,
-            resource: b.as_entire_binding(),
+            resource: b.resource(),
         })
         .collect();
     let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
