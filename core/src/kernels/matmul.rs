@@ -133,11 +133,17 @@ pub fn try_matmul(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), QuantError> {
-    w.validate()?;
-    check_len("x", n.checked_mul(w.cols), x.len())?;
-    check_len("y", n.checked_mul(w.rows), y.len())?;
+    check_shapes(w, x, n, y)?;
     matmul_with(Isa::best(), pool, w, x, n, y, scratch);
     Ok(())
+}
+
+/// `w` is a valid matrix, `x` holds `n` columns of its width and `y` room
+/// for `n` columns of its height.
+fn check_shapes(w: &QMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<(), QuantError> {
+    w.validate()?;
+    check_len("x", n.checked_mul(w.cols), x.len())?;
+    check_len("y", n.checked_mul(w.rows), y.len())
 }
 
 fn check_len(what: &'static str, expected: Option<usize>, actual: usize) -> Result<(), QuantError> {
@@ -198,10 +204,7 @@ pub fn matmul_many(
         ys.len()
     );
     for (w, y) in ws.iter().zip(ys.iter()) {
-        if let Err(e) = w.validate().and_then(|_| {
-            check_len("x", n.checked_mul(w.cols), x.len())?;
-            check_len("y", n.checked_mul(w.rows), y.len())
-        }) {
+        if let Err(e) = check_shapes(w, x, n, y) {
             panic!("matmul_many: {e}");
         }
         assert!(
