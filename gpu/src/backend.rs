@@ -157,12 +157,18 @@ pub struct Selection {
 ///   rasterizer such as llvmpipe is slower than the CPU path, so `auto`
 ///   never picks one; see [`GpuContext::hardware`]).
 pub fn select(engine: &mut Engine, choice: BackendChoice) -> Result<Selection> {
-    let ctx = match choice {
-        BackendChoice::Cpu => None,
-        BackendChoice::Wgpu => Some(GpuContext::new()),
-        BackendChoice::Auto => Some(GpuContext::hardware()),
-    };
+    let ctx = search(choice).map(|open| open());
     finish(engine, choice, ctx)
+}
+
+/// How `choice` looks for its GPU: any adapter for `Wgpu`, a hardware one
+/// for `Auto`, none for `Cpu`.
+fn search(choice: BackendChoice) -> Option<fn() -> Result<GpuContext>> {
+    match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Wgpu => Some(GpuContext::new),
+        BackendChoice::Auto => Some(GpuContext::hardware),
+    }
 }
 
 /// [`select`] in two halves, so that the search for a GPU (tens of
@@ -177,12 +183,10 @@ pub struct Probe {
 impl Probe {
     /// Starts looking for the GPU that `choice` asks for (nothing for `Cpu`).
     pub fn start(choice: BackendChoice) -> Probe {
-        let search = match choice {
-            BackendChoice::Cpu => None,
-            BackendChoice::Wgpu => Some(std::thread::spawn(GpuContext::new)),
-            BackendChoice::Auto => Some(std::thread::spawn(GpuContext::hardware)),
-        };
-        Probe { choice, search }
+        Probe {
+            choice,
+            search: search(choice).map(std::thread::spawn),
+        }
     }
 
     /// Puts `engine` on the backend, as [`select`] does with the GPU found.
