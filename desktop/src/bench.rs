@@ -120,6 +120,16 @@ fn sum_words(words: &[u64]) -> u64 {
     lanes.iter().fold(rest, |a, &l| a.wrapping_add(l))
 }
 
+/// Greedy decoding of exactly `max_tokens` tokens (end of sequence ignored).
+fn greedy(max_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        sampler: SamplerConfig::default(),
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -147,12 +157,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens.max(1) as u64)
         .map(|i| ((i * 2_654_435_761 + 1000) % (vocab - 1000).max(1) + 100) as u32)
         .collect();
-    let first = GenerateOptions {
-        max_tokens: 1,
-        sampler: SamplerConfig::default(),
-        ignore_eos: true,
-        ..Default::default()
-    };
+    let first = greedy(1);
     engine.session().generate(&prompt[..1], &first, &mut |_| {
         std::ops::ControlFlow::Continue(())
     })?;
@@ -167,12 +172,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         pp.push(args.prompt_tokens as f64 / t.elapsed().as_secs_f64());
 
         let mut s = engine.session();
-        let opts = GenerateOptions {
-            max_tokens: args.gen_tokens + 1,
-            sampler: SamplerConfig::default(),
-            ignore_eos: true,
-            ..Default::default()
-        };
+        let opts = greedy(args.gen_tokens + 1);
         let g = s.generate(&prompt[..1], &opts, &mut |_| {
             std::ops::ControlFlow::Continue(())
         })?;
@@ -180,12 +180,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let mut parallel = Vec::new();
     for &n in &args.parallel {
-        let opts = GenerateOptions {
-            max_tokens: args.gen_tokens,
-            sampler: SamplerConfig::default(),
-            ignore_eos: true,
-            ..Default::default()
-        };
+        let opts = greedy(args.gen_tokens);
         let mut runs = Vec::new();
         for _ in 0..reps {
             let mut s = engine.session();
