@@ -13,7 +13,7 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 /// `bytes` rounded up to a multiple of 4 (storage buffers are read as `u32`).
-fn padded(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn padded(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
         return bytes.into();
     }

@@ -49,8 +49,10 @@ const ARENA_CHUNK: usize = 64 << 10;
 struct Arena {
     /// Device buffers of [`ARENA_CHUNK`] bytes (uniform and storage).
     buffers: Vec<wgpu::Buffer>,
-    /// What this submission has staged, per buffer in order.
+    /// The host copy of each buffer; the first `used` hold what this
+    /// submission has staged (the others keep their memory for later ones).
     staged: Vec<Vec<u8>>,
+    used: usize,
     /// Whether a submission is recording.
     active: bool,
 }
@@ -275,13 +277,11 @@ impl GpuContext {
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
         if !arena.active || size > ARENA_CHUNK {
             drop(arena);
-            let mut padded = bytes.to_vec();
-            padded.resize(size, 0);
             let buffer = wgpu::util::DeviceExt::create_buffer_init(
                 &self.device,
                 &wgpu::util::BufferInitDescriptor {
                     label: Some(label),
-                    contents: &padded,
+                    contents: &crate::buffer::padded(bytes),
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE,
                 },
             );
@@ -292,10 +292,16 @@ impl GpuContext {
             };
         }
         let fits = |v: &Vec<u8>| v.len().next_multiple_of(align) + size <= ARENA_CHUNK;
-        if !arena.staged.last().is_some_and(fits) {
-            arena.staged.push(Vec::with_capacity(ARENA_CHUNK));
+        let current = arena.used.checked_sub(1).map(|i| &arena.staged[i]);
+        if !current.is_some_and(fits) {
+            if arena.staged.len() == arena.used {
+                arena.staged.push(Vec::with_capacity(ARENA_CHUNK));
+            }
+            let next = arena.used;
+            arena.staged[next].clear();
+            arena.used += 1;
         }
-        let index = arena.staged.len() - 1;
+        let index = arena.used - 1;
         if arena.buffers.len() <= index {
             let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kernel parameters"),
@@ -374,7 +380,7 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
         {
             let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
-            arena.staged.clear();
+            arena.used = 0;
             arena.active = true;
         }
         let recorded = record(&mut enc);
@@ -383,7 +389,7 @@ impl GpuContext {
         arena.active = false;
         if recorded.is_ok() {
             // Queue writes land before the commands submitted next.
-            for (buffer, bytes) in arena.buffers.iter().zip(&arena.staged) {
+            for (buffer, bytes) in arena.buffers.iter().zip(&arena.staged[..arena.used]) {
                 self.queue.write_buffer(buffer, 0, bytes);
             }
             self.queue.submit([cmd]);
