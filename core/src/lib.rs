@@ -22,6 +22,7 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod scaling;
+pub mod search;
 pub mod session;
 pub mod tokenizer;
 pub mod trace;

@@ -147,6 +147,8 @@ pub struct Session<'e> {
     tokens: Vec<u32>,
     batch: Vec<BatchToken>,
     rows: Vec<usize>,
+    /// Forward passes run so far.
+    passes: u64,
 }
 
 impl<'e> Session<'e> {
@@ -158,7 +160,14 @@ impl<'e> Session<'e> {
             tokens: Vec::new(),
             batch: Vec::new(),
             rows: Vec::new(),
+            passes: 0,
         }
+    }
+
+    /// Forward passes this session has run (one per prefill chunk and one
+    /// per decode step, however many sequences it carries).
+    pub fn forward_passes(&self) -> u64 {
+        self.passes
     }
 
     /// Tokens currently cached.
@@ -221,6 +230,7 @@ impl<'e> Session<'e> {
         } else {
             self.rows.push(chunk.len() - 1);
         }
+        self.passes += 1;
         if let Err(e) = self
             .state
             .forward(&self.batch, &self.rows, &mut self.logits)
@@ -249,6 +259,59 @@ impl<'e> Session<'e> {
             all.extend_from_slice(&self.logits[..chunk.len() * vocab]);
         }
         Ok(all)
+    }
+
+    /// Next-token logits after `tokens`, reusing the cached keys and values
+    /// of the longest common prefix (at least the last token is recomputed).
+    /// Scoring several texts that share a beginning this way computes the
+    /// beginning once.
+    pub fn logits_after(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.check_context(tokens.len(), 0)?;
+        self.ensure_room(tokens.len())?;
+        self.extend_to(tokens)?;
+        Ok(&self.logits[..self.engine.model().config().vocab_size])
+    }
+
+    /// Makes slot 0 hold `tokens`: keeps the common prefix with what it
+    /// holds, computes the rest, and leaves the logits after the last token.
+    /// Returns how many tokens came from the cache.
+    fn extend_to(&mut self, tokens: &[u32]) -> Result<usize> {
+        let common = self
+            .tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(tokens.len() - 1);
+        self.state.truncate(0, keep);
+        self.tokens.truncate(keep);
+        self.feed(&tokens[keep..])?;
+        Ok(keep)
+    }
+
+    /// The backend state, for searches that manage their own slots
+    /// (slot 0 is this session's conversation).
+    pub(crate) fn state_mut(&mut self) -> &mut (dyn SequenceState + 'e) {
+        &mut *self.state
+    }
+
+    /// One forward pass of `batch` (tokens of slots other than 0), with the
+    /// logits of every row, `vocab_size` each.
+    pub(crate) fn forward_slots(&mut self, batch: &[BatchToken]) -> Result<&[f32]> {
+        debug_assert!(batch.iter().all(|t| t.seq != 0));
+        self.rows.clear();
+        self.rows.extend(0..batch.len());
+        self.passes += 1;
+        self.state.forward(batch, &self.rows, &mut self.logits)?;
+        Ok(&self.logits[..batch.len() * self.engine.model().config().vocab_size])
+    }
+
+    /// The engine this session runs on.
+    pub(crate) fn engine(&self) -> &'e Engine {
+        self.engine
     }
 
     fn check_context(&self, prompt: usize, max_tokens: usize) -> Result<()> {
@@ -317,17 +380,8 @@ impl<'e> Session<'e> {
 
         // Reuse the cached prefix; at least one prompt token is recomputed
         // so that its logits are available.
-        let common = self
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let keep = common.min(prompt.len() - 1);
-        self.state.truncate(0, keep);
-        self.tokens.truncate(keep);
         let t0 = Instant::now();
-        self.feed(&prompt[keep..])?;
+        let keep = self.extend_to(prompt)?;
         let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
@@ -407,6 +461,7 @@ impl<'e> Session<'e> {
                 }));
                 self.rows.clear();
                 self.rows.extend(0..rows.len());
+                self.passes += 1;
                 self.state
                     .forward(&self.batch, &self.rows, &mut self.logits)?;
                 step += 1;

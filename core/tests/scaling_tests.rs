@@ -194,6 +194,7 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
         max_samples: 8,
         wave: 4,
         threshold: 0.95,
+        agreement: 0.75,
     });
     let s = solve(smollm2(), "What is 7 + 5?", &confident).unwrap();
     assert_eq!(s.spend.samples, 1, "confident: one sample");
@@ -202,12 +203,45 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
         max_samples: 8,
         wave: 4,
         threshold: 0.95,
+        agreement: 0.75,
     });
     let s = solve(smollm2(), "What is 7 + 5?", &doubtful).unwrap();
     assert!(s.spend.samples > 1, "never confident: escalates");
     assert!(
         s.spend.samples <= 8,
         "the greedy sample counts towards the cap"
+    );
+    // Any agreement is enough: the policy stops after its beam wave, whose
+    // hypotheses are its samples after the greedy one.
+    let medium = options(Strategy::Auto {
+        confidence: 1.0,
+        max_samples: 8,
+        wave: 4,
+        threshold: 0.95,
+        agreement: 0.0,
+    });
+    let s = solve(smollm2(), "What is 7 + 5?", &medium).unwrap();
+    assert!(
+        s.spend.samples >= 2 && s.spend.samples <= 5,
+        "{:?}",
+        s.spend
+    );
+    let beam = solve(
+        smollm2(),
+        "What is 7 + 5?",
+        &options(Strategy::Beam {
+            beams: 4,
+            groups: 2,
+            diversity: 0.5,
+            judge: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.answer, beam.answer, "the wave's answer is the beam's");
+    assert_eq!(
+        s.spend.tokens,
+        s.samples[0].tokens + beam.spend.tokens,
+        "greedy plus the wave"
     );
 }
 

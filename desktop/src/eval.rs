@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use edgeloop_core::scaling;
+use edgeloop_core::scaling::{self, Strategy};
 use edgeloop_core::verify::{self, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -21,8 +21,8 @@ pub struct EvalArgs {
     #[arg(long)]
     tasks: PathBuf,
     /// Strategies to compare (greedy, self-consistency, best-of-n,
-    /// confidence, adaptive, budget, auto); `self-consistency@16` sets the
-    /// sample count of one entry.
+    /// confidence, adaptive, budget, beam, step-search, auto);
+    /// `self-consistency@16` sets the sample count of one entry.
     #[arg(
         long,
         value_delimiter = ',',
@@ -32,6 +32,15 @@ pub struct EvalArgs {
     /// Only the first N tasks.
     #[arg(long)]
     limit: Option<usize>,
+    /// Sweep: run each strategy (without an `@N` of its own) at each of
+    /// these sample counts, e.g. `1,4,8,16`; strategies that do not sample
+    /// run once.
+    #[arg(long, value_delimiter = ',')]
+    budget: Vec<usize>,
+    /// Draw accuracy against mean tokens per question, one line per
+    /// strategy, to this PNG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     scaling: ScalingArgs,
     /// Also run the verifier cascade on every answer and report each
@@ -51,11 +60,18 @@ pub struct EvalArgs {
 
 #[derive(Serialize)]
 struct StrategyResult {
+    /// The entry's label: `name` or `name@samples`.
     strategy: String,
+    /// The strategy's name.
+    name: String,
+    /// Its sample count, where it has one.
+    samples_per_question: Option<usize>,
     questions: usize,
     accuracy: f64,
     mean_samples: f64,
     mean_tokens: f64,
+    /// Judge-prompt tokens read to score candidates, per question.
+    mean_scored_tokens: f64,
     mean_wall_secs: f64,
     answers: Vec<Option<String>>,
     /// Per question: whether the answer was right.
@@ -64,6 +80,8 @@ struct StrategyResult {
     confidences: Vec<f64>,
     /// Per question: samples drawn.
     samples: Vec<usize>,
+    /// Per question: tokens generated.
+    tokens: Vec<usize>,
     /// With `--verify`: how the cascade judged the answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     verification: Option<VerifyReport>,
@@ -135,28 +153,20 @@ impl VerifyReport {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let engine = args.model.load()?;
+    let (engine, model_path) = args.model.load_with_path()?;
     let mut tasks = crate::tasks::read(&args.tasks)?;
     if let Some(n) = args.limit {
         tasks.truncate(n);
     }
-    let runs = args
-        .strategy
-        .iter()
-        .map(|entry| {
-            let (name, samples) = match entry.split_once('@') {
-                Some((name, n)) => (
-                    name,
-                    n.parse()
-                        .map_err(|_| anyhow!("{entry:?}: sample count {n:?} is not a number"))?,
-                ),
-                None => (entry.as_str(), args.scaling.samples),
-            };
+    let runs = plan(&args.strategy, &args.budget, args.scaling.samples)?
+        .into_iter()
+        .map(|(label, name, samples)| {
             let scaling = ScalingArgs {
-                samples,
+                samples: samples.unwrap_or(args.scaling.samples),
                 ..args.scaling.clone()
             };
-            Ok((entry.clone(), scaling.options(name)?))
+            let options = scaling.options(&name)?;
+            Ok((label, name, samples, options))
         })
         .collect::<Result<Vec<_>>>()?;
     let bar = ProgressBar::new((tasks.len() * runs.len()) as u64);
@@ -165,11 +175,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .expect("valid template"),
     );
     let mut results = Vec::new();
-    for (label, options) in runs {
+    for (label, name, per_question, options) in runs {
         bar.set_message(label.clone());
         let (mut correct, mut samples, mut tokens, mut wall) = (0usize, 0usize, 0usize, 0f64);
+        let mut scored = 0usize;
         let (mut answers, mut confidences, mut right, mut drawn) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut per_question_tokens = Vec::new();
         let mut report = args.verify.then(VerifyReport::default);
         let vopts = if args.verify {
             Some(args.verifier.options(&engine, options.seed)?)
@@ -183,12 +195,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             right.push(ok);
             confidences.push(s.confidence);
             drawn.push(s.spend.samples);
+            per_question_tokens.push(s.spend.tokens);
             if let (Some(report), Some(vopts)) = (report.as_mut(), vopts.as_ref()) {
                 let v = verify::verify_solution(&engine, &task.question, &s, vopts)?;
                 report.add(&v, ok);
             }
             samples += s.spend.samples;
             tokens += s.spend.tokens;
+            scored += s.spend.scored_tokens;
             wall += s.spend.wall_secs;
             answers.push(s.answer);
             bar.inc(1);
@@ -200,19 +214,47 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         results.push(StrategyResult {
             strategy: label,
+            name,
+            samples_per_question: per_question,
             questions: tasks.len(),
             accuracy: correct as f64 / q,
             mean_samples: samples as f64 / q,
             mean_tokens: tokens as f64 / q,
+            mean_scored_tokens: scored as f64 / q,
             mean_wall_secs: wall / q,
             answers,
             correct: right,
             confidences,
             samples: drawn,
+            tokens: per_question_tokens,
             verification: report,
         });
     }
     bar.finish_and_clear();
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} on {} ({} questions)",
+            model_path
+                .file_name()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            args.tasks
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            tasks.len()
+        );
+        let mut series: Vec<crate::plot::Series> = Vec::new();
+        for r in &results {
+            let point = (r.mean_tokens, r.accuracy);
+            match series.iter_mut().find(|s| s.name == r.name) {
+                Some(s) => s.points.push(point),
+                None => series.push(crate::plot::Series {
+                    name: r.name.clone(),
+                    points: vec![point],
+                }),
+            }
+        }
+        crate::plot::accuracy_vs_tokens(path, &title, &series)?;
+    }
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(out) = &args.out {
         std::fs::write(out, &json)?;
@@ -221,16 +263,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!("{json}");
     } else {
         println!(
-            "{:<18} {:>9} {:>9} {:>10} {:>10}",
-            "strategy", "accuracy", "samples", "tokens", "wall s"
+            "{:<22} {:>9} {:>9} {:>10} {:>10} {:>10}",
+            "strategy", "accuracy", "samples", "tokens", "scored", "wall s"
         );
         for r in &results {
             println!(
-                "{:<18} {:>8.1}% {:>9.2} {:>10.1} {:>10.2}",
+                "{:<22} {:>8.1}% {:>9.2} {:>10.1} {:>10.1} {:>10.2}",
                 r.strategy,
                 100.0 * r.accuracy,
                 r.mean_samples,
                 r.mean_tokens,
+                r.mean_scored_tokens,
                 r.mean_wall_secs
             );
         }
@@ -241,6 +284,46 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The runs of an evaluation: `(label, strategy name, sample count)` per
+/// entry of `--strategy`, each entry without `@N` once per `--budget` value
+/// (once with `default_samples` when there is none); strategies whose
+/// settings do not depend on a sample count run once.
+fn plan(
+    entries: &[String],
+    budgets: &[usize],
+    default_samples: usize,
+) -> Result<Vec<(String, String, Option<usize>)>> {
+    let mut runs = Vec::new();
+    for entry in entries {
+        let (name, fixed) = match entry.split_once('@') {
+            Some((name, n)) => (
+                name,
+                Some(
+                    n.parse::<usize>()
+                        .map_err(|_| anyhow!("{entry:?}: sample count {n:?} is not a number"))?,
+                ),
+            ),
+            None => (entry.as_str(), None),
+        };
+        let samples_matter = Strategy::parse(name, 1)? != Strategy::parse(name, 2)?;
+        let counts: Vec<usize> = match fixed {
+            Some(n) => vec![n],
+            None if !samples_matter => vec![default_samples],
+            None if budgets.is_empty() => vec![default_samples],
+            None => budgets.to_vec(),
+        };
+        for n in counts {
+            let label = if samples_matter && (fixed.is_some() || !budgets.is_empty()) {
+                format!("{name}@{n}")
+            } else {
+                name.to_string()
+            };
+            runs.push((label, name.to_string(), samples_matter.then_some(n)));
+        }
+    }
+    Ok(runs)
 }
 
 fn print_verification(strategy: &str, v: &VerifyReport) {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod eval;
+mod plot;
 mod pull;
 mod serve;
 mod solve;

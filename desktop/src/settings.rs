@@ -13,8 +13,8 @@ use edgeloop_core::Engine;
 /// How much compute to spend per question, beyond the strategy's name.
 #[derive(Args, Clone, Debug)]
 pub struct ScalingArgs {
-    /// Sample count (self-consistency, best-of-n, confidence) or cap
-    /// (adaptive, auto).
+    /// Sample count (self-consistency, best-of-n, confidence), beams
+    /// (beam), candidates per step (step-search) or cap (adaptive, auto).
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
     /// Answer kind: number, choice or text.
@@ -55,6 +55,30 @@ pub struct ScalingArgs {
     /// Auto: the answer confidence that ends the search after one sample.
     #[arg(long, default_value_t = scaling::AUTO_CONFIDENCE)]
     pub confidence: f64,
+    /// Auto: the share of answers agreeing with the beam wave's that ends
+    /// the search there.
+    #[arg(long, default_value_t = scaling::AUTO_AGREEMENT)]
+    pub agreement: f64,
+    /// Beam: diverse beam groups (0: two when the beam count is even).
+    #[arg(long, default_value_t = 0)]
+    pub groups: usize,
+    /// Beam: score penalty for a token an earlier group chose at the same
+    /// step.
+    #[arg(long, default_value_t = 0.5)]
+    pub diversity: f32,
+    /// Beam: rank the answered hypotheses by the model's own verdict
+    /// instead of their likelihood.
+    #[arg(long)]
+    pub judge_beams: bool,
+    /// Step search: partials kept per step (0: a quarter of the candidates).
+    #[arg(long, default_value_t = 0)]
+    pub keep: usize,
+    /// Step search: most steps.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
+    /// Step search: most tokens per step.
+    #[arg(long, default_value_t = 64)]
+    pub step_tokens: usize,
     /// Cap on tokens generated over all samples of one question.
     #[arg(long)]
     pub max_total_tokens: Option<usize>,
@@ -82,11 +106,30 @@ impl ScalingArgs {
                 threshold: self.threshold,
                 window: self.window,
             },
+            Strategy::Beam { beams, groups, .. } => Strategy::Beam {
+                beams,
+                groups: if self.groups == 0 {
+                    groups
+                } else {
+                    self.groups
+                },
+                diversity: self.diversity,
+                judge: self.judge_beams,
+            },
+            Strategy::StepSearch {
+                candidates, keep, ..
+            } => Strategy::StepSearch {
+                candidates,
+                keep: if self.keep == 0 { keep } else { self.keep },
+                max_steps: self.max_steps,
+                step_tokens: self.step_tokens,
+            },
             Strategy::Auto { max_samples, .. } => Strategy::Auto {
                 confidence: self.confidence,
                 max_samples,
                 wave: self.wave,
                 threshold: self.threshold,
+                agreement: self.agreement,
             },
             other => other,
         };

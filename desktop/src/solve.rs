@@ -18,7 +18,8 @@ pub struct SolveArgs {
     #[command(flatten)]
     model: ModelArgs,
     question: String,
-    /// greedy, self-consistency, best-of-n, confidence, adaptive, budget or auto.
+    /// greedy, self-consistency, best-of-n, confidence, adaptive, budget,
+    /// beam, step-search or auto.
     #[arg(long, default_value = "auto")]
     strategy: String,
     #[command(flatten)]

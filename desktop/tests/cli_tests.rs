@@ -337,3 +337,54 @@ fn traces_refuses_a_file_that_is_not_a_store() {
         "{err}"
     );
 }
+
+#[test]
+fn eval_budget_sweep_tabulates_each_strategy_per_budget_and_plots_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("sums.jsonl");
+    std::fs::write(
+        &tasks,
+        "{\"question\":\"What is 2 + 3?\",\"answer\":\"5\"}\n\
+         {\"question\":\"What is 4 + 4?\",\"answer\":\"8\"}\n",
+    )
+    .unwrap();
+    let plot = dir.path().join("accuracy.png");
+    let out = edgeloop(
+        &[
+            "eval",
+            "--offline",
+            "--backend",
+            "cpu",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--strategy",
+            "greedy,beam,self-consistency@3",
+            "--budget",
+            "1,2",
+            "--max-tokens",
+            "24",
+            "--plot",
+            plot.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let labels: Vec<&str> = runs
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    // Greedy does not sample: one run; an explicit @N is not swept.
+    assert_eq!(labels, ["greedy", "beam@1", "beam@2", "self-consistency@3"]);
+    for r in &runs {
+        assert_eq!(r["questions"], 2);
+        let acc = r["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(r["mean_tokens"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(runs[2]["samples_per_question"], 2);
+    let png = std::fs::read(&plot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+    assert!(png.len() > 10_000, "a drawn chart, not an empty image");
+}

@@ -276,11 +276,16 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
             threshold: config.threshold,
             window,
         },
-        Strategy::Auto { confidence, .. } => Strategy::Auto {
+        Strategy::Auto {
+            confidence,
+            agreement,
+            ..
+        } => Strategy::Auto {
             confidence,
             max_samples: samples,
             wave,
             threshold: config.threshold,
+            agreement,
         },
         other => other,
     };

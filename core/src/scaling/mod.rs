@@ -18,7 +18,9 @@ mod best_of_n;
 pub mod budget;
 mod confidence;
 mod greedy;
+mod policy;
 mod run;
+mod search;
 pub mod vote;
 
 use std::time::{Duration, Instant};
@@ -76,14 +78,40 @@ pub enum Strategy {
         max_thinking: usize,
         max_waits: usize,
     },
-    /// One greedy answer when the model's confidence in it reaches
-    /// `confidence`; otherwise escalate to `Adaptive` (waves of `wave`,
-    /// stopping at `threshold` or `max_samples`), the greedy answer voting.
+    /// Beam search over `beams` beams split into `groups` diverse groups
+    /// (`diversity`: the penalty for a token an earlier group chose at the
+    /// same step), on the batched decode path. The answered hypothesis with
+    /// the best length-normalized log-likelihood wins; with `judge`, the one
+    /// the model's own verdict scores highest.
+    Beam {
+        beams: usize,
+        groups: usize,
+        diversity: f32,
+        judge: bool,
+    },
+    /// A beam over reasoning steps (lines): `candidates` continuations
+    /// sampled per step from the `keep` best partial solutions, each scored
+    /// by the model's probability of `[[Y]]` for it (one forward pass);
+    /// at most `max_steps` steps of `step_tokens` tokens. Complete
+    /// solutions vote, weighted by their scores.
+    StepSearch {
+        candidates: usize,
+        keep: usize,
+        max_steps: usize,
+        step_tokens: usize,
+    },
+    /// The compute-optimal policy: one greedy answer when the model's
+    /// confidence in it reaches `confidence`; else a wave of `wave` beams,
+    /// whose best answer stands when at least `agreement` of the answers so
+    /// far agree with it; else sampled waves of `wave` vote, all earlier
+    /// answers included, until the vote is settled at `threshold` or
+    /// `max_samples` traces were spent.
     Auto {
         confidence: f64,
         max_samples: usize,
         wave: usize,
         threshold: f64,
+        agreement: f64,
     },
 }
 
@@ -112,11 +140,28 @@ impl Strategy {
                 max_thinking: 256,
                 max_waits: 4,
             }),
+            "beam" => Ok(Strategy::Beam {
+                beams: samples,
+                groups: if samples >= 2 && samples % 2 == 0 {
+                    2
+                } else {
+                    1
+                },
+                diversity: 0.5,
+                judge: false,
+            }),
+            "step-search" => Ok(Strategy::StepSearch {
+                candidates: samples,
+                keep: step_keep(samples),
+                max_steps: 8,
+                step_tokens: 64,
+            }),
             "auto" => Ok(Strategy::Auto {
                 confidence: AUTO_CONFIDENCE,
                 max_samples: samples,
                 wave: 4,
                 threshold: 0.95,
+                agreement: AUTO_AGREEMENT,
             }),
             other => Err(Error::Invalid(format!(
                 "unknown strategy {other:?} (known: {})",
@@ -126,13 +171,15 @@ impl Strategy {
     }
 
     /// The names [`Strategy::parse`] knows.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 9] = [
         "greedy",
         "self-consistency",
         "best-of-n",
         "confidence",
         "adaptive",
         "budget",
+        "beam",
+        "step-search",
         "auto",
     ];
 
@@ -145,9 +192,22 @@ impl Strategy {
             Strategy::Confidence { .. } => "confidence",
             Strategy::Adaptive { .. } => "adaptive",
             Strategy::Budget { .. } => "budget",
+            Strategy::Beam { .. } => "beam",
+            Strategy::StepSearch { .. } => "step-search",
             Strategy::Auto { .. } => "auto",
         }
     }
+}
+
+/// Partials step search keeps for `candidates` per step: a quarter, so
+/// each kept one is expanded four ways (at least one kept, dividing
+/// `candidates`).
+pub fn step_keep(candidates: usize) -> usize {
+    let mut keep = (candidates / 4).max(1);
+    while candidates % keep != 0 {
+        keep -= 1;
+    }
+    keep
 }
 
 /// Settings of [`solve`].
@@ -190,6 +250,10 @@ pub const DEFAULT_TEMPERATURE: f32 = 0.3;
 /// Default confidence `auto` needs to answer from its first sample.
 pub const AUTO_CONFIDENCE: f64 = 0.7;
 
+/// Default share of the answers that must agree with `auto`'s beam wave
+/// for it to stop there.
+pub const AUTO_AGREEMENT: f64 = 0.75;
+
 impl Default for SolveOptions {
     fn default() -> Self {
         SolveOptions {
@@ -198,6 +262,7 @@ impl Default for SolveOptions {
                 max_samples: 16,
                 wave: 4,
                 threshold: 0.95,
+                agreement: AUTO_AGREEMENT,
             },
             kind: AnswerKind::Number,
             max_tokens: 256,
@@ -233,6 +298,10 @@ pub struct Spend {
     /// Judgements generated to rank samples (best-of-n), counted in
     /// `tokens` too.
     pub judgements: usize,
+    /// Prompt tokens the model read to score candidates (step search and
+    /// judged beams: the judge prompts, less what its cache held); not in
+    /// `tokens`.
+    pub scored_tokens: usize,
 }
 
 /// How a budget-forced trace thought.
@@ -321,6 +390,8 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
         thinking: None,
         judgements: 0,
         judge_tokens: 0,
+        generated: 0,
+        scored_tokens: 0,
     };
     let (answer, confidence) = match options.strategy {
         Strategy::Greedy => run.greedy()?,
@@ -360,20 +431,34 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             max_waits,
             answer_tokens: ANSWER_TOKENS,
         })?,
+        Strategy::Beam {
+            beams,
+            groups,
+            diversity,
+            judge,
+        } => run.beam(question, beams, groups, diversity, judge)?,
+        Strategy::StepSearch {
+            candidates,
+            keep,
+            max_steps,
+            step_tokens,
+        } => run.step_search(question, candidates, keep, max_steps, step_tokens)?,
         Strategy::Auto {
             confidence,
             max_samples,
             wave,
             threshold,
-        } => {
-            let (answer, c) = run.greedy()?;
-            if answer.is_some() && c >= confidence {
-                (answer, c)
-            } else {
-                // The greedy sample counts as the first vote.
-                run.adaptive(wave, max_samples, threshold, None)?
-            }
-        }
+            agreement,
+        } => run.auto(
+            question,
+            policy::Policy {
+                confidence,
+                wave,
+                agreement,
+                max_samples,
+                threshold,
+            },
+        )?,
     };
     Ok(Solution {
         strategy: options.strategy.name(),
@@ -382,10 +467,11 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
         confidence,
         spend: Spend {
             samples: run.samples.len(),
-            tokens: run.samples.iter().map(|s| s.tokens).sum::<usize>() + run.judge_tokens,
+            tokens: run.generated + run.judge_tokens,
             wall_secs: start.elapsed().as_secs_f64(),
             limited: run.limited,
             judgements: run.judgements,
+            scored_tokens: run.scored_tokens,
         },
         samples: run.samples,
         thinking: run.thinking,

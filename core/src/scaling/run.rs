@@ -42,6 +42,11 @@ pub(super) struct Run<'e, 'o> {
     /// Judgements generated to rank samples, and their tokens.
     pub(super) judgements: usize,
     pub(super) judge_tokens: usize,
+    /// Tokens generated for samples and searches (pruned branches
+    /// included), judgements not.
+    pub(super) generated: usize,
+    /// Judge-prompt tokens read to score candidates.
+    pub(super) scored_tokens: usize,
 }
 
 impl Run<'_, '_> {
@@ -49,6 +54,7 @@ impl Run<'_, '_> {
     pub(super) fn record(&mut self, g: Generation, weight: Option<f64>) -> (Option<String>, f32) {
         let answer = extract(&g.text, self.options.kind);
         let mean = g.mean_logprob();
+        self.generated += g.tokens.len();
         if let Some(w) = weight {
             self.vote.add(answer.as_deref(), w);
         }

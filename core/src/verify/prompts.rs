@@ -96,7 +96,7 @@ impl JudgePrompts {
     }
 }
 
-/// Fills the placeholders of `template`.
+/// Fills the verifier placeholders of `template`.
 pub(crate) fn fill(
     template: &str,
     question: &str,
@@ -104,21 +104,30 @@ pub(crate) fn fill(
     reasoning: &str,
     inferred: &str,
 ) -> String {
-    // One pass, so placeholder-like text inside the values stays as it is.
-    let mut out = String::with_capacity(template.len() + question.len() + reasoning.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        let (value, len) = [
+    fill_with(
+        template,
+        &[
             ("{question}", question),
             ("{answer}", answer),
             ("{reasoning}", reasoning),
             ("{inferred}", inferred),
-        ]
-        .iter()
-        .find(|(key, _)| after.starts_with(key))
-        .map_or(("{", 1), |(key, v)| (*v, key.len()));
+        ],
+    )
+}
+
+/// Replaces each `(placeholder, value)` of `values` in `template`, in one
+/// pass, so placeholder-like text inside the values stays as it is.
+pub(crate) fn fill_with(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let (value, len) = values
+            .iter()
+            .find(|(key, _)| after.starts_with(key))
+            .map_or(("{", 1), |(key, v)| (*v, key.len()));
         out.push_str(value);
         rest = &after[len..];
     }

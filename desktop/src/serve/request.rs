@@ -354,11 +354,13 @@ fn solve(obj: &Map<String, Value>, messages: &[ChatMessage]) -> Result<Solve, Ap
             max_samples,
             wave: w,
             threshold: t,
+            agreement,
         } => Strategy::Auto {
             confidence: confidence.unwrap_or(c),
             max_samples,
             wave: wave.unwrap_or(w),
             threshold: threshold.unwrap_or(t),
+            agreement,
         },
         Strategy::Budget {
             min_thinking,

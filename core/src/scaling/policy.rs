@@ -1,0 +1,82 @@
+//! `auto`: spend compute by difficulty (compute-optimal scaling, Snell et
+//! al. 2024), with difficulty estimated as the question is answered.
+//!
+//! 1. **Easy**: one greedy answer. When the model's confidence in it (the
+//!    least likely token of its answer line) reaches `confidence`, it is
+//!    the answer.
+//! 2. **Medium**: a small wave of `wave` beams (diverse groups, on the
+//!    batched path, sharing the prompt). Its best answered hypothesis is the
+//!    answer when at least `agreement` of the answers so far (greedy and
+//!    beams) agree with it: low answer entropy.
+//! 3. **Hard**: the answers disagree. Sampled waves vote, the earlier
+//!    answers included, until Adaptive-Consistency's rule is settled at
+//!    `threshold` or `max_samples` traces in all were spent.
+
+use super::run::{check_samples, Run};
+use super::vote;
+use crate::error::{Error, Result};
+
+/// The settings of the policy (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Policy {
+    pub confidence: f64,
+    pub wave: usize,
+    pub agreement: f64,
+    pub max_samples: usize,
+    pub threshold: f64,
+}
+
+impl Run<'_, '_> {
+    pub(super) fn auto(&mut self, question: &str, p: Policy) -> Result<(Option<String>, f64)> {
+        check_samples(p.max_samples)?;
+        if p.wave == 0 {
+            return Err(Error::Invalid("wave size must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&p.agreement) {
+            return Err(Error::Invalid(format!(
+                "agreement {} must be in [0, 1]",
+                p.agreement
+            )));
+        }
+        let (greedy, c) = self.greedy()?;
+        if greedy.is_some() && c >= p.confidence {
+            return Ok((greedy, c));
+        }
+        if self.samples.len() >= p.max_samples || self.exhausted() {
+            return Ok((greedy, c));
+        }
+
+        // Medium: a beam wave; its choice stands if the answers agree.
+        let beams = p.wave.min(p.max_samples - self.samples.len()).max(1);
+        let groups = if beams % 2 == 0 { 2 } else { 1 };
+        let (choice, beam_confidence) = self.beam(question, beams, groups, 0.5, false)?;
+        let answers: Vec<&str> = self
+            .samples
+            .iter()
+            .filter_map(|s| s.answer.as_deref())
+            .collect();
+        let choice = choice.or(greedy.clone());
+        let agree = choice
+            .as_deref()
+            .map_or(0, |a| answers.iter().filter(|&&x| x == a).count());
+        let share = agree as f64 / answers.len().max(1) as f64;
+        if choice.is_some() && share >= p.agreement {
+            return Ok((choice, share.min(beam_confidence.max(share))));
+        }
+
+        // Hard: every answer so far votes; sampled waves until settled.
+        self.vote = vote::Vote::new();
+        for s in &self.samples {
+            self.vote.add(s.answer.as_deref(), 1.0);
+        }
+        let before = self.samples.len();
+        while self.samples.len() < p.max_samples && !self.exhausted() {
+            let counts: Vec<usize> = self.vote.counts().iter().map(|c| c.1).collect();
+            if self.samples.len() > before && vote::should_stop_adaptive(&counts, p.threshold) {
+                break;
+            }
+            self.wave(p.wave.min(p.max_samples - self.samples.len()))?;
+        }
+        Ok(self.verdict())
+    }
+}
