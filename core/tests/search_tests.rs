@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use common::smollm2;
 use edgeloop_core::scaling::{solve, AnswerKind, SolveOptions, Strategy};
 use edgeloop_core::search::{
-    beam_search, step_search, BeamOptions, BeamResult, StepJudge, StepOptions,
+    beam_search, step_search, BeamOptions, BeamResult, Problem, StepJudge, StepOptions,
 };
 use edgeloop_core::tokenizer::ChatMessage;
 use edgeloop_core::{Engine, FinishReason, GenerateOptions};
@@ -117,9 +117,9 @@ fn one_beam_is_greedy_decoding() {
     assert_eq!(ended(h), greedy.finish_reason == FinishReason::Stop);
     let mut lp: f32 = greedy.tokens.iter().map(|t| t.logprob).sum();
     if ended(h) {
-        lp = forced_logprob(engine, &ids, &h.tokens, true)
-            - forced_logprob(engine, &ids, &h.tokens, false)
-            + lp;
+        // The end-of-turn token's own log-probability.
+        lp += forced_logprob(engine, &ids, &h.tokens, true)
+            - forced_logprob(engine, &ids, &h.tokens, false);
     }
     assert!((h.logprob - lp).abs() < 1e-2, "{} vs {lp}", h.logprob);
 }
@@ -228,10 +228,12 @@ fn step_search_is_reproducible_and_judges_each_candidate_once() {
             &mut s,
             &mut j,
             &judge,
-            QUESTION,
-            &ids,
+            Problem {
+                question: QUESTION,
+                prompt: &ids,
+                is_complete: &|t| t.contains("Answer:") && t.ends_with('\n'),
+            },
             &options,
-            &|t| t.contains("Answer:") && t.ends_with('\n'),
             &mut || ControlFlow::Continue(()),
         )
         .unwrap()

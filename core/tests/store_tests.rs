@@ -51,6 +51,7 @@ fn solution(n: u64) -> Solution {
             wall_secs: 0.5,
             limited: false,
             judgements: 0,
+            scored_tokens: 0,
         },
     }
 }

@@ -33,6 +33,7 @@ fn base_json() -> String {
             wall_secs: 0.5,
             limited: false,
             judgements: 1,
+            scored_tokens: 0,
         },
     };
     let verification = Verification {

@@ -20,12 +20,13 @@ const MAX_SAMPLES: usize = edgeloop_core::session::MAX_PARALLEL;
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct SolveConfig {
     /// `greedy`, `self-consistency`, `best-of-n`, `confidence`,
-    /// `adaptive`, `budget` or `auto` (greedy when the model is confident,
-    /// adaptive voting otherwise).
+    /// `adaptive`, `budget`, `beam`, `step-search` or `auto` (greedy when
+    /// the model is confident, a beam wave otherwise).
     #[uniffi(default = "auto")]
     pub strategy: String,
-    /// Samples drawn (self-consistency, best-of-n, confidence) or the cap
-    /// (adaptive, auto).
+    /// Samples drawn (self-consistency, best-of-n, confidence), beams
+    /// (beam, and auto's wave), candidates per step (step-search) or the
+    /// cap (adaptive).
     #[uniffi(default = 16)]
     pub samples: u32,
     /// Adaptive and auto: samples drawn together per wave.

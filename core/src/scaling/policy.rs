@@ -4,13 +4,18 @@
 //! 1. **Easy**: one greedy answer. When the model's confidence in it (the
 //!    least likely token of its answer line) reaches `confidence`, it is
 //!    the answer.
-//! 2. **Medium**: a small wave of `wave` beams (diverse groups, on the
+//! 2. **Medium**: a wave of `max_samples` beams (two diverse groups, on the
 //!    batched path, sharing the prompt). Its best answered hypothesis is the
 //!    answer when at least `agreement` of the answers so far (greedy and
 //!    beams) agree with it: low answer entropy.
-//! 3. **Hard**: the answers disagree. Sampled waves vote, the earlier
-//!    answers included, until Adaptive-Consistency's rule is settled at
-//!    `threshold` or `max_samples` traces in all were spent.
+//! 3. **Hard**: the answers disagree. Sampled waves of `wave` vote, the
+//!    earlier answers included, until Adaptive-Consistency's rule is settled
+//!    at `threshold` or `max_samples` more traces were spent.
+//!
+//! On the generated task sets of `edgeloop eval`, the small students rank
+//! answers better by beam likelihood than by votes when their samples
+//! disagree, so the default `agreement` is 0: the third stage is there for
+//! models whose votes are worth more.
 
 use super::run::{check_samples, Run};
 use super::vote;
@@ -42,13 +47,13 @@ impl Run<'_, '_> {
         if greedy.is_some() && c >= p.confidence {
             return Ok((greedy, c));
         }
-        if self.samples.len() >= p.max_samples || self.exhausted() {
+        if self.exhausted() {
             return Ok((greedy, c));
         }
 
         // Medium: a beam wave; its choice stands if the answers agree.
-        let beams = p.wave.min(p.max_samples - self.samples.len()).max(1);
-        let groups = if beams % 2 == 0 { 2 } else { 1 };
+        let beams = p.max_samples;
+        let groups = if beams.is_multiple_of(2) { 2 } else { 1 };
         let (choice, beam_confidence) = self.beam(question, beams, groups, 0.5, false)?;
         let answers: Vec<&str> = self
             .samples
@@ -70,12 +75,13 @@ impl Run<'_, '_> {
             self.vote.add(s.answer.as_deref(), 1.0);
         }
         let before = self.samples.len();
-        while self.samples.len() < p.max_samples && !self.exhausted() {
+        let cap = before + p.max_samples;
+        while self.samples.len() < cap && !self.exhausted() {
             let counts: Vec<usize> = self.vote.counts().iter().map(|c| c.1).collect();
             if self.samples.len() > before && vote::should_stop_adaptive(&counts, p.threshold) {
                 break;
             }
-            self.wave(p.wave.min(p.max_samples - self.samples.len()))?;
+            self.wave(p.wave.min(cap - self.samples.len()))?;
         }
         Ok(self.verdict())
     }

@@ -4,7 +4,7 @@
 use super::run::{check_samples, within, Run};
 use super::{extract, Sample, Vote};
 use crate::error::{Error, Result};
-use crate::search::{beam_search, step_search, BeamOptions, StepJudge, StepOptions};
+use crate::search::{beam_search, step_search, BeamOptions, Problem, StepJudge, StepOptions};
 
 impl Run<'_, '_> {
     /// Beam search; the answered hypothesis with the best length-normalized
@@ -85,7 +85,7 @@ impl Run<'_, '_> {
         step_tokens: usize,
     ) -> Result<(Option<String>, f64)> {
         check_samples(candidates)?;
-        if keep == 0 || candidates % keep != 0 {
+        if keep == 0 || !candidates.is_multiple_of(keep) {
             return Err(Error::Invalid(format!(
                 "step search keeps {keep} of {candidates} candidates per step: keep must divide candidates"
             )));
@@ -109,10 +109,12 @@ impl Run<'_, '_> {
             &mut self.session,
             &mut judge_session,
             &judge,
-            question,
-            &self.prompt,
+            Problem {
+                question,
+                prompt: &self.prompt,
+                is_complete: &|text| extract(text, kind).is_some() && text.ends_with('\n'),
+            },
             &opts,
-            &|text| extract(text, kind).is_some() && text.ends_with('\n'),
             &mut || within(&limits, deadline, &mut spent, &mut limited),
         )?;
         self.spent = spent;

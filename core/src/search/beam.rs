@@ -54,7 +54,7 @@ impl BeamOptions {
                 self.beams
             )));
         }
-        if self.groups == 0 || self.beams % self.groups != 0 {
+        if self.groups == 0 || !self.beams.is_multiple_of(self.groups) {
             return Err(Error::Invalid(format!(
                 "{} beams cannot be split into {} equal groups",
                 self.beams, self.groups
@@ -205,7 +205,6 @@ pub fn beam_search(
     }
     let capacity = prompt.len() + options.max_tokens;
     engine.check_memory(prompt.len() + options.beams * capacity)?;
-    let first = session.logits_after(prompt)?.to_vec();
 
     let mut slots = Slots {
         free: Vec::new(),
@@ -213,22 +212,10 @@ pub fn beam_search(
         held: Vec::new(),
         stats: BeamStats::default(),
     };
-    let mut groups: Vec<Vec<Beam>> = vec![Vec::new(); options.groups];
-    let mut done: Vec<Vec<Hypothesis>> = vec![Vec::new(); options.groups];
-    let result = search(
-        session,
-        prompt,
-        options,
-        &first,
-        capacity,
-        &mut slots,
-        &mut groups,
-        &mut done,
-        on_step,
-    );
+    let result = search(session, prompt, options, capacity, &mut slots, on_step);
     // Whatever happened, no slot but the prompt's stays held.
     slots.give_back_all(session);
-    result?;
+    let done = result?;
     let tokenizer = engine.tokenizer();
     let mut hypotheses: Vec<Hypothesis> = done.into_iter().flatten().collect();
     for h in &mut hypotheses {
@@ -241,24 +228,23 @@ pub fn beam_search(
     })
 }
 
-/// The search proper; the slots of the beams still live are left for the
-/// caller to release.
-#[allow(clippy::too_many_arguments)]
+/// The search proper: each group's hypotheses. The slots of the beams
+/// still live are left for the caller to release.
 fn search(
     session: &mut Session<'_>,
     prompt: &[u32],
     options: &BeamOptions,
-    first: &[f32],
     capacity: usize,
     slots: &mut Slots,
-    groups: &mut [Vec<Beam>],
-    done: &mut [Vec<Hypothesis>],
     on_step: &mut dyn FnMut(usize) -> ControlFlow<()>,
-) -> Result<()> {
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let first = session.logits_after(prompt)?.to_vec();
     let vocab = first.len();
+    let mut groups: Vec<Vec<Beam>> = vec![Vec::new(); options.groups];
+    let mut done: Vec<Vec<Hypothesis>> = vec![Vec::new(); options.groups];
     let per_group = options.beams / options.groups;
     let stop_ids = session.engine().tokenizer().stop_ids();
-    let mut logits: Vec<f32> = first.to_vec();
+    let mut logits: Vec<f32> = first;
     let mut batch: Vec<BatchToken> = Vec::new();
     // Row of each live beam's logits in `logits` (by group, then beam);
     // before the first step every beam reads the prompt's row 0.
@@ -395,7 +381,7 @@ fn search(
         slots.stats.tokens += live;
         let cancelled = options.cancel.as_ref().is_some_and(|c| c.is_cancelled());
         if live == 0 {
-            return Ok(());
+            return Ok(done);
         }
         if cancelled || on_step(live).is_break() || step + 1 == options.max_tokens {
             let finish = if step + 1 == options.max_tokens {
@@ -416,12 +402,12 @@ fn search(
                 }
                 keep_best(&mut done[g], per_group);
             }
-            return Ok(());
+            return Ok(done);
         }
         logits = session.forward_slots(&batch)?.to_vec();
         slots.stats.steps += 1;
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Tokens of the parent beam (none for the prompt).

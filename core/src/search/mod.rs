@@ -9,4 +9,4 @@ pub mod step;
 
 pub use beam::{beam_search, BeamOptions, BeamResult, BeamStats, Hypothesis};
 pub use judge::{Judgement, StepJudge, STEP_JUDGE_PROMPT};
-pub use step::{step_search, Partial, StepOptions, StepResult, StepStats};
+pub use step::{step_search, Partial, Problem, StepOptions, StepResult, StepStats};

@@ -57,7 +57,7 @@ impl StepOptions {
         if self.keep == 0
             || self.candidates == 0
             || self.candidates > MAX_PARALLEL
-            || self.candidates % self.keep != 0
+            || !self.candidates.is_multiple_of(self.keep)
         {
             return Err(Error::Invalid(format!(
                 "step search needs 1 <= keep ({}) dividing candidates ({}) <= {MAX_PARALLEL}",
@@ -117,21 +117,34 @@ pub struct StepResult {
     pub stats: StepStats,
 }
 
-/// Searches for a solution of `question` (whose chat-rendered prompt is
-/// `prompt`) step by step. `session` generates, `judge_session` scores.
-/// `on_token` sees every sampled token; `ControlFlow::Break` stops the
-/// search after the current round.
+/// What a step search solves.
+#[derive(Clone, Copy)]
+pub struct Problem<'a> {
+    /// The question as the judge sees it.
+    pub question: &'a str,
+    /// Its chat-rendered prompt, which the solutions continue.
+    pub prompt: &'a [u32],
+    /// Whether a solution's text is complete (e.g. has an answer line).
+    pub is_complete: &'a dyn Fn(&str) -> bool,
+}
+
+/// Searches for a solution of `problem` step by step. `session` generates,
+/// `judge_session` scores. `on_token` sees every sampled token;
+/// `ControlFlow::Break` stops the search after the current round.
 pub fn step_search(
     session: &mut Session<'_>,
     judge_session: &mut Session<'_>,
     judge: &StepJudge,
-    question: &str,
-    prompt: &[u32],
+    problem: Problem<'_>,
     options: &StepOptions,
-    is_complete: &dyn Fn(&str) -> bool,
     on_token: &mut dyn FnMut() -> ControlFlow<()>,
 ) -> Result<StepResult> {
     options.validate()?;
+    let Problem {
+        question,
+        prompt,
+        is_complete,
+    } = problem;
     if prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }

@@ -175,6 +175,18 @@ def test_solve_with_self_consistency(engine):
     assert [s.text for s in again.samples] == [s.text for s in r.samples]
 
 
+def test_solve_with_beam_search(engine):
+    config = edgeloop.SolveConfig(strategy="beam", samples=2, max_tokens=48)
+    r = engine.solve("What is 7 + 5?", config)
+    assert r.strategy == "beam"
+    assert 1 <= len(r.samples) <= 2
+    # The answer is that of the most likely answered hypothesis, found
+    # without sampling: the same every time.
+    answered = [s for s in r.samples if s.answer is not None]
+    assert r.answer == answered[0].answer
+    assert engine.solve("What is 7 + 5?", config).answer == r.answer
+
+
 def test_solve_respects_the_token_budget(engine):
     r = engine.solve("What is 7 + 5?", edgeloop.SolveConfig(strategy="self-consistency", samples=8, max_tokens=64, max_total_tokens=40))
     assert r.spend.limited
