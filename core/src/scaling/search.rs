@@ -39,6 +39,7 @@ impl Run<'_, '_> {
         self.spent = spent;
         self.limited |= limited;
         self.generated += result.stats.tokens;
+        let first = self.samples.len();
         for h in &result.hypotheses {
             self.samples.push(Sample {
                 answer: extract(&h.text, self.options.kind),
@@ -48,7 +49,7 @@ impl Run<'_, '_> {
             });
         }
         // Hypotheses are best first: the first answered one wins unless judged.
-        let answered = self.samples.iter().filter(|s| s.answer.is_some());
+        let answered = self.samples[first..].iter().filter(|s| s.answer.is_some());
         if !judge {
             return Ok(answered
                 .map(|s| (s.answer.clone(), (s.mean_logprob as f64).exp()))
