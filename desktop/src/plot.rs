@@ -91,7 +91,7 @@ pub fn accuracy_vs_tokens(path: &Path, title: &str, series: &[Series]) -> Result
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 15))
