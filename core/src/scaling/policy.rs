@@ -44,17 +44,14 @@ impl Run<'_, '_> {
             )));
         }
         let (greedy, c) = self.greedy()?;
-        if greedy.is_some() && c >= p.confidence {
-            return Ok((greedy, c));
-        }
-        if self.exhausted() {
+        if (greedy.is_some() && c >= p.confidence) || self.exhausted() {
             return Ok((greedy, c));
         }
 
         // Medium: a beam wave; its choice stands if the answers agree.
         let beams = p.max_samples;
         let groups = if beams.is_multiple_of(2) { 2 } else { 1 };
-        let (choice, beam_confidence) = self.beam(question, beams, groups, 0.5, false)?;
+        let (choice, _) = self.beam(question, beams, groups, 0.5, false)?;
         let answers: Vec<&str> = self
             .samples
             .iter()
@@ -65,8 +62,9 @@ impl Run<'_, '_> {
             .as_deref()
             .map_or(0, |a| answers.iter().filter(|&&x| x == a).count());
         let share = agree as f64 / answers.len().max(1) as f64;
+        // The confidence of a wave's answer is its share of the answers.
         if choice.is_some() && share >= p.agreement {
-            return Ok((choice, share.min(beam_confidence.max(share))));
+            return Ok((choice, share));
         }
 
         // Hard: every answer so far votes; sampled waves until settled.
