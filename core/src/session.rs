@@ -275,17 +275,24 @@ impl<'e> Session<'e> {
         Ok(&self.logits[..self.engine.model().config().vocab_size])
     }
 
-    /// Makes slot 0 hold `tokens`: keeps the common prefix with what it
-    /// holds, computes the rest, and leaves the logits after the last token.
-    /// Returns how many tokens came from the cache.
-    fn extend_to(&mut self, tokens: &[u32]) -> Result<usize> {
+    /// How many leading tokens of `tokens` a prefill would take from the
+    /// cache: the common prefix with what it holds, less at least the last
+    /// token (whose logits are needed).
+    pub fn reusable_prefix(&self, tokens: &[u32]) -> usize {
         let common = self
             .tokens
             .iter()
             .zip(tokens)
             .take_while(|(a, b)| a == b)
             .count();
-        let keep = common.min(tokens.len() - 1);
+        common.min(tokens.len().saturating_sub(1))
+    }
+
+    /// Makes slot 0 hold `tokens`: keeps the common prefix with what it
+    /// holds, computes the rest, and leaves the logits after the last token.
+    /// Returns how many tokens came from the cache.
+    fn extend_to(&mut self, tokens: &[u32]) -> Result<usize> {
+        let keep = self.reusable_prefix(tokens);
         self.state.truncate(0, keep);
         self.tokens.truncate(keep);
         self.feed(&tokens[keep..])?;

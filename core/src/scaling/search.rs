@@ -3,7 +3,7 @@
 
 use super::run::{check_samples, within, Run};
 use super::{extract, Sample, Vote};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::search::{beam_search, step_search, BeamOptions, Problem, StepJudge, StepOptions};
 
 impl Run<'_, '_> {
@@ -86,11 +86,6 @@ impl Run<'_, '_> {
         step_tokens: usize,
     ) -> Result<(Option<String>, f64)> {
         check_samples(candidates)?;
-        if keep == 0 || !candidates.is_multiple_of(keep) {
-            return Err(Error::Invalid(format!(
-                "step search keeps {keep} of {candidates} candidates per step: keep must divide candidates"
-            )));
-        }
         let judge = StepJudge::new(self.engine)?;
         let mut judge_session = self.engine.session();
         let opts = StepOptions {

@@ -93,7 +93,7 @@ impl StepJudge {
         partial: &str,
     ) -> Result<Judgement> {
         let ids = self.prompt(session.engine(), question, partial)?;
-        let cached = common_prefix(session.cached_tokens(), &ids).min(ids.len() - 1);
+        let cached = session.reusable_prefix(&ids);
         let logits = session.logits_after(&ids)?;
         Ok(Judgement {
             p_yes: self.p_yes(logits),
@@ -106,8 +106,4 @@ impl StepJudge {
         let (y, n) = (logits[self.yes as usize], logits[self.no as usize]);
         1.0 / (1.0 + ((n - y) as f64).exp())
     }
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
