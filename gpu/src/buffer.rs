@@ -99,10 +99,29 @@ impl GpuVec {
         read_f32(ctx, &self.buf, self.len)
     }
 
+    /// The first `len` values (at most all of them), sharing the buffer:
+    /// for scratch vectors kept at their largest size.
+    pub(crate) fn prefix(&self, len: usize) -> GpuVec {
+        Self {
+            buf: self.buf.clone(),
+            len: len.min(self.len),
+        }
+    }
+
     /// The underlying buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buf
     }
+}
+
+/// A buffer of `bytes` bytes that the host maps to read results.
+pub(crate) fn readback_buffer(ctx: &GpuContext, bytes: u64) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: bytes.max(4),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
 }
 
 /// Reads the first `len` f32 values of `buf` (a buffer with `COPY_SRC`),
@@ -112,18 +131,20 @@ pub fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<Vec<
         return Ok(Vec::new());
     }
     let size = (len * 4) as u64;
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    ctx.submit("readback", |enc| {
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+    let staging = readback_buffer(ctx, size);
+    ctx.submit("readback", |rec| {
+        rec.copy(buf, 0, &staging, 0, size);
         Ok(())
     })?;
+    map_f32(ctx, &staging, len)
+}
+
+/// Maps `staging` (a [`readback_buffer`]) once the work submitted before
+/// has run, and reads its first `len` f32 values.
+pub(crate) fn map_f32(ctx: &GpuContext, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    let bytes = (len * 4) as u64;
     let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+    staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
         let _ = tx.send(r);
     });
     ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
@@ -137,7 +158,7 @@ pub fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<Vec<
         }
     }
     let view = staging
-        .get_mapped_range(..)
+        .get_mapped_range(..bytes)
         .map_err(|e| GpuError::Validation {
             what: "readback".into(),
             message: e.to_string(),

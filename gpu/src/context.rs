@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GpuError, Result};
+use crate::record::{Bind, BindGroupCache, Kernel, RecordStats, Recorder};
 
 /// Optional device features that were available on the adapter and are on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,7 +29,8 @@ pub struct GpuContext {
     use_subgroups: bool,
     round_acts: bool,
     act_scratch: Arc<Mutex<Option<wgpu::Buffer>>>,
-    pipelines: Arc<Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>>,
+    pipelines: Arc<Mutex<HashMap<String, Arc<Kernel>>>>,
+    bind_groups: Arc<Mutex<BindGroupCache>>,
     /// Held for the whole of a [`GpuContext::submit`], so that recordings
     /// from several threads do not share the arena.
     recording: Arc<Mutex<()>>,
@@ -66,14 +68,13 @@ pub(crate) struct Staged {
     size: u64,
 }
 
-impl Staged {
-    /// The binding of exactly these bytes.
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset: self.offset,
-            size: std::num::NonZeroU64::new(self.size),
-        })
+impl Bind for Staged {
+    fn range(&self) -> (&wgpu::Buffer, u64, Option<std::num::NonZeroU64>) {
+        (
+            &self.buffer,
+            self.offset,
+            std::num::NonZeroU64::new(self.size),
+        )
     }
 }
 
@@ -169,6 +170,7 @@ impl GpuContext {
             act_scratch: Arc::new(Mutex::new(None)),
             limits,
             pipelines: Arc::new(Mutex::new(HashMap::new())),
+            bind_groups: Arc::new(Mutex::new(BindGroupCache::default())),
             recording: Arc::new(Mutex::new(())),
             arena: Arc::new(Mutex::new(Arena::default())),
         })
@@ -325,15 +327,25 @@ impl GpuContext {
         }
     }
 
-    /// The compute pipeline of entry point `entry` of the WGSL `source`,
-    /// compiled once and cached under `key`. Shader and pipeline errors are
-    /// returned as [`GpuError::Validation`].
+    /// The bind groups kept across submissions (see [`Recorder`]).
+    pub(crate) fn bind_groups(&self) -> std::sync::MutexGuard<'_, BindGroupCache> {
+        self.bind_groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bind groups kept for reuse by later submissions.
+    pub fn cached_bind_groups(&self) -> usize {
+        self.bind_groups().len()
+    }
+
+    /// The kernel of entry point `entry` of the WGSL `source`, compiled
+    /// once and cached under `key`. Shader and pipeline errors are returned
+    /// as [`GpuError::Validation`].
     pub(crate) fn pipeline(
         &self,
         key: &str,
         source: impl FnOnce() -> String,
         entry: &str,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    ) -> Result<Arc<Kernel>> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(key) {
             return Ok(p.clone());
@@ -361,21 +373,23 @@ impl GpuContext {
                 message: e.to_string(),
             });
         }
-        let p = Arc::new(pipeline);
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Kernel { pipeline, layout });
         cache.insert(key.to_string(), p.clone());
         Ok(p)
     }
 
-    /// Records work with `record` into a new command encoder, submits it and
-    /// checks for validation errors raised while recording.
+    /// Records work with `record` into a new [`Recorder`], submits it and
+    /// checks for validation errors raised while recording. Returns what
+    /// was recorded.
     pub fn submit(
         &self,
         what: &str,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<()> {
+        record: impl FnOnce(&mut Recorder) -> Result<()>,
+    ) -> Result<RecordStats> {
         let _recording = self.recording.lock().unwrap_or_else(|e| e.into_inner());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut enc = self
+        let enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
         {
@@ -383,8 +397,10 @@ impl GpuContext {
             arena.used = 0;
             arena.active = true;
         }
-        let recorded = record(&mut enc);
-        let cmd = enc.finish();
+        let mut recorder = Recorder::new(self, enc);
+        let recorded = record(&mut recorder);
+        let stats = recorder.stats();
+        let cmd = recorder.finish();
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
         arena.active = false;
         if recorded.is_ok() {
@@ -395,6 +411,7 @@ impl GpuContext {
             self.queue.submit([cmd]);
         }
         drop(arena);
+        self.bind_groups().end_submission();
         let err = pollster::block_on(scope.pop());
         recorded?;
         match err {
@@ -402,7 +419,7 @@ impl GpuContext {
                 what: what.to_string(),
                 message: e.to_string(),
             }),
-            None => Ok(()),
+            None => Ok(stats),
         }
     }
 }

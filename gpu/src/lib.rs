@@ -42,16 +42,22 @@
 //!   auto|cpu|wgpu`): `auto` takes a hardware adapter when there is one and
 //!   says why it stayed on the CPU otherwise.
 //!
-//! Every kernel is checked against edgeloop-core's CPU reference in
-//! `tests/kernels_tests.rs`. Kernel wrappers record into a caller's
-//! `wgpu::CommandEncoder`, so a forward pass can be one submission.
+//! - [`record`]: [`Recorder`], where kernel wrappers record a submission:
+//!   consecutive dispatches share one compute pass, and bind groups are
+//!   kept across submissions, so a decode step is one pass that creates no
+//!   bind group once the step before has run.
 //!
-//! Still to come: shader-f16 arithmetic and tuned
-//! tiling for the matrix products (they now dequantize element by element
-//! with byte reads: correct, not fast), attention over several sequences in
-//! one dispatch, more than 16 tokens per matrix product (prefill now goes
-//! in chunks of 16, one submission each), and reusing scratch buffers and
-//! bind groups across forward passes.
+//! Every kernel is checked against edgeloop-core's CPU reference in
+//! `tests/kernels_tests.rs`. A forward pass is one submission per chunk of
+//! up to 16 tokens, recorded into scratch vectors the model keeps between
+//! passes, and its logits come back through a host-mapped buffer copied in
+//! the same submission.
+//!
+//! Still to come: shader-f16 arithmetic and tiling of the matrix products
+//! over rows and columns in registers, attention over several sequences in
+//! one dispatch (a batch of several sequences still copies each one's
+//! queries, keys and values to and from staging vectors), and more than 16
+//! tokens per matrix product.
 
 pub mod backend;
 pub mod buffer;
@@ -60,8 +66,10 @@ pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod record;
 
 pub use backend::{select, Probe, Selection, WgpuBackend};
 pub use context::{GpuContext, GpuFeatures};
 pub use error::{GpuError, Result};
 pub use model::{GpuKvCache, GpuModel};
+pub use record::{RecordStats, Recorder};

@@ -10,13 +10,16 @@
 
 use edgeloop_core::model::{ops, Activation, BatchToken, MatrixRef, Model, ModelConfig, RopeStyle};
 
-use crate::buffer::GpuVec;
+use std::sync::Mutex;
+
+use crate::buffer::{map_f32, readback_buffer, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::attention::{attend, kv_store, AttentionShape, GpuKvLayer};
 use crate::kernels::elementwise::{self, RopeTable};
 use crate::kernels::matmul::{embed, matmul, GpuMatrix, MAX_N};
 use crate::quant::WeightType;
+use crate::record::{RecordStats, Recorder};
 
 /// One transformer block's weights on the device.
 #[derive(Debug)]
@@ -95,6 +98,11 @@ pub struct GpuModel {
     output: GpuMatrix,
     rope_global: RopeTable,
     rope_local: RopeTable,
+    /// The forward pass's scratch vectors, kept between calls (and held
+    /// from recording to readback).
+    scratch: Mutex<Option<Scratch>>,
+    /// What the last chunk's submission recorded.
+    last_recording: Mutex<RecordStats>,
 }
 
 /// Uploads the matrix `m` of `bytes` (the model file's bytes) in its GGML
@@ -118,6 +126,7 @@ fn upload_opt(ctx: &GpuContext, w: &Option<Vec<f32>>) -> Option<GpuVec> {
 }
 
 /// Scratch vectors of one chunk of `n` tokens.
+#[derive(Debug)]
 struct Buffers {
     x: GpuVec,
     h: GpuVec,
@@ -188,12 +197,23 @@ impl GpuModel {
             rope_global,
             rope_local,
             config: c,
+            scratch: Mutex::new(None),
+            last_recording: Mutex::new(RecordStats::default()),
         })
     }
 
     /// The model's hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// What the submission of the last forward pass (its last chunk of
+    /// tokens) recorded: dispatches, compute passes, new bind groups.
+    pub fn last_recording(&self) -> RecordStats {
+        *self
+            .last_recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// A key/value cache for one sequence of up to `capacity` positions, on
@@ -219,9 +239,9 @@ impl GpuModel {
         let len = len.min(src.len).min(capacity);
         let mut copy = self.new_cache(capacity)?;
         if len > 0 {
-            self.ctx.submit("copy key/value cache", |enc| {
+            self.ctx.submit("copy key/value cache", |rec| {
                 for (from, to) in src.layers.iter().zip(&copy.layers) {
-                    from.copy_rows_to(enc, to, len)?;
+                    from.copy_rows_to(rec, to, len)?;
                 }
                 Ok(())
             })?;
@@ -368,25 +388,53 @@ impl GpuModel {
     }
 
     /// The scratch vectors of a chunk of `n` tokens whose attention may
-    /// read caches of up to `rows` positions.
-    fn buffers(&self, n: usize, rows: usize) -> Buffers {
+    /// read caches of up to `rows` positions, with room for `logit_rows`
+    /// rows of logits: `scratch`'s, grown first where they are too small
+    /// (they never shrink, so that consecutive passes bind the same
+    /// buffers and reuse their bind groups).
+    fn scratch<'a>(
+        &self,
+        scratch: &'a mut Option<Scratch>,
+        n: usize,
+        rows: usize,
+        logit_rows: usize,
+    ) -> &'a Scratch {
         let c = &self.config;
-        let z = |len| GpuVec::zeros(&self.ctx, len);
-        let (d, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
-        Buffers {
-            x: z(n * d),
-            h: z(n * d),
-            q0: z(n * qd),
-            q: z(n * qd),
-            k0: z(n * kvd),
-            k: z(n * kvd),
-            v: z(n * kvd),
-            attn: z(n * qd),
-            o: z(n * d),
-            gate: z(n * c.n_ff),
-            up: z(n * c.n_ff),
-            scores: z(n * c.n_heads * rows),
+        let fits = |s: &Scratch| s.tokens >= n && s.rows >= rows && s.logit_rows >= logit_rows;
+        if !scratch.as_ref().is_some_and(fits) {
+            let (old_n, old_rows, old_k) = scratch
+                .as_ref()
+                .map_or((0, 0, 0), |s| (s.tokens, s.rows, s.logit_rows));
+            let n = n.max(old_n);
+            let rows = rows.max(old_rows);
+            let k = logit_rows.max(old_k).max(1);
+            let z = |len| GpuVec::zeros(&self.ctx, len);
+            let (d, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
+            *scratch = Some(Scratch {
+                tokens: n,
+                rows,
+                logit_rows: k,
+                b: Buffers {
+                    x: z(n * d),
+                    h: z(n * d),
+                    q0: z(n * qd),
+                    q: z(n * qd),
+                    k0: z(n * kvd),
+                    k: z(n * kvd),
+                    v: z(n * kvd),
+                    attn: z(n * qd),
+                    o: z(n * d),
+                    gate: z(n * c.n_ff),
+                    up: z(n * c.n_ff),
+                    scores: z(n * c.n_heads * rows.max(1)),
+                },
+                last: z(k * d),
+                normed: z(k * d),
+                logits: z(k * c.vocab_size),
+                readback: readback_buffer(&self.ctx, (k * c.vocab_size * 4) as u64),
+            });
         }
+        scratch.as_ref().expect("scratch allocated above")
     }
 
     fn shape(&self, window: Option<usize>) -> AttentionShape {
@@ -417,33 +465,35 @@ impl GpuModel {
         let positions: Vec<u32> = toks.iter().map(|t| t.pos as u32).collect();
         let groups = SeqGroups::new(ctx, c, toks);
         let widest = groups.0.iter().map(|g| caches[g.seq].capacity).max();
-        let b = self.buffers(n, widest.unwrap_or(0));
         let k_rows = rows.len();
-        let last = GpuVec::zeros(ctx, k_rows.max(1) * d);
-        let normed = GpuVec::zeros(ctx, k_rows.max(1) * d);
-        let out = GpuVec::zeros(ctx, k_rows.max(1) * c.vocab_size);
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.scratch(&mut scratch, n, widest.unwrap_or(0), k_rows);
+        let b = s.b.for_tokens(n, c);
+        let last = s.last.prefix(k_rows * d);
+        let normed = s.normed.prefix(k_rows * d);
+        let out = s.logits.prefix(k_rows * c.vocab_size);
         let neox = c.rope_style == RopeStyle::Neox;
-        ctx.submit("forward", |enc| {
-            embed(ctx, enc, &self.token_embd, &ids, &b.x)?;
+        let stats = ctx.submit("forward", |rec| {
+            embed(ctx, rec, &self.token_embd, &ids, &b.x)?;
             if c.embedding_scale != 1.0 {
-                elementwise::scale(ctx, enc, &b.x, c.embedding_scale)?;
+                elementwise::scale(ctx, rec, &b.x, c.embedding_scale)?;
             }
             for (il, lw) in self.layers.iter().enumerate() {
                 // Attention.
-                elementwise::rms_norm(ctx, enc, &b.x, &lw.attn_norm, c.rms_eps, &b.h)?;
-                matmul(ctx, enc, &lw.wq, &b.h, n, &b.q0)?;
-                matmul(ctx, enc, &lw.wk, &b.h, n, &b.k0)?;
-                matmul(ctx, enc, &lw.wv, &b.h, n, &b.v)?;
+                elementwise::rms_norm(ctx, rec, &b.x, &lw.attn_norm, c.rms_eps, &b.h)?;
+                matmul(ctx, rec, &lw.wq, &b.h, n, &b.q0)?;
+                matmul(ctx, rec, &lw.wk, &b.h, n, &b.k0)?;
+                matmul(ctx, rec, &lw.wv, &b.h, n, &b.v)?;
                 let q = match &lw.q_norm {
                     Some(w) => {
-                        elementwise::rms_norm(ctx, enc, &b.q0, w, c.rms_eps, &b.q)?;
+                        elementwise::rms_norm(ctx, rec, &b.q0, w, c.rms_eps, &b.q)?;
                         &b.q
                     }
                     None => &b.q0,
                 };
                 let k = match &lw.k_norm {
                     Some(w) => {
-                        elementwise::rms_norm(ctx, enc, &b.k0, w, c.rms_eps, &b.k)?;
+                        elementwise::rms_norm(ctx, rec, &b.k0, w, c.rms_eps, &b.k)?;
                         &b.k
                     }
                     None => &b.k0,
@@ -455,8 +505,8 @@ impl GpuModel {
                     &self.rope_global
                 };
                 let hd = c.head_dim;
-                elementwise::rope(ctx, enc, q, &positions, c.n_heads, hd, table, neox)?;
-                elementwise::rope(ctx, enc, k, &positions, c.n_kv_heads, hd, table, neox)?;
+                elementwise::rope(ctx, rec, q, &positions, c.n_heads, hd, table, neox)?;
+                elementwise::rope(ctx, rec, k, &positions, c.n_kv_heads, hd, table, neox)?;
                 let window = if sliding { c.sliding_window } else { None };
                 let shape = self.shape(window);
                 for g in &groups.0 {
@@ -465,55 +515,71 @@ impl GpuModel {
                     match &g.staging {
                         // The whole chunk is one sequence: no staging.
                         None => {
-                            kv_store(ctx, enc, kv, k, &b.v, pos)?;
-                            attend(ctx, enc, kv, q, pos, &shape, &b.scores, &b.attn)?;
+                            kv_store(ctx, rec, kv, k, &b.v, pos)?;
+                            attend(ctx, rec, kv, q, pos, &shape, &b.scores, &b.attn)?;
                         }
                         Some(s) => {
                             let (qd, kvd) = (c.q_dim(), c.kv_dim());
-                            copy_rows(enc, q, g.start, qd, &s.q, 0, g.len());
-                            copy_rows(enc, k, g.start, kvd, &s.k, 0, g.len());
-                            copy_rows(enc, &b.v, g.start, kvd, &s.v, 0, g.len());
-                            kv_store(ctx, enc, kv, &s.k, &s.v, pos)?;
-                            attend(ctx, enc, kv, &s.q, pos, &shape, &b.scores, &s.out)?;
-                            copy_rows(enc, &s.out, 0, qd, &b.attn, g.start, g.len());
+                            copy_rows(rec, q, g.start, qd, &s.q, 0, g.len());
+                            copy_rows(rec, k, g.start, kvd, &s.k, 0, g.len());
+                            copy_rows(rec, &b.v, g.start, kvd, &s.v, 0, g.len());
+                            kv_store(ctx, rec, kv, &s.k, &s.v, pos)?;
+                            attend(ctx, rec, kv, &s.q, pos, &shape, &b.scores, &s.out)?;
+                            copy_rows(rec, &s.out, 0, qd, &b.attn, g.start, g.len());
                         }
                     }
                 }
-                matmul(ctx, enc, &lw.wo, &b.attn, n, &b.o)?;
-                self.residual(enc, &b, lw.post_attn_norm.as_ref())?;
+                matmul(ctx, rec, &lw.wo, &b.attn, n, &b.o)?;
+                self.residual(rec, &b, lw.post_attn_norm.as_ref())?;
 
                 // Feed-forward.
-                elementwise::rms_norm(ctx, enc, &b.x, &lw.ffn_norm, c.rms_eps, &b.h)?;
-                matmul(ctx, enc, &lw.w_gate, &b.h, n, &b.gate)?;
-                matmul(ctx, enc, &lw.w_up, &b.h, n, &b.up)?;
+                elementwise::rms_norm(ctx, rec, &b.x, &lw.ffn_norm, c.rms_eps, &b.h)?;
+                matmul(ctx, rec, &lw.w_gate, &b.h, n, &b.gate)?;
+                matmul(ctx, rec, &lw.w_up, &b.h, n, &b.up)?;
                 match c.activation {
-                    Activation::Silu => elementwise::silu_mul(ctx, enc, &b.gate, &b.up)?,
-                    Activation::Gelu => elementwise::gelu_mul(ctx, enc, &b.gate, &b.up)?,
+                    Activation::Silu => elementwise::silu_mul(ctx, rec, &b.gate, &b.up)?,
+                    Activation::Gelu => elementwise::gelu_mul(ctx, rec, &b.gate, &b.up)?,
                 }
-                matmul(ctx, enc, &lw.w_down, &b.gate, n, &b.o)?;
-                self.residual(enc, &b, lw.post_ffn_norm.as_ref())?;
+                matmul(ctx, rec, &lw.w_down, &b.gate, n, &b.o)?;
+                self.residual(rec, &b, lw.post_ffn_norm.as_ref())?;
             }
             if k_rows > 0 {
-                for (j, &r) in rows.iter().enumerate() {
-                    copy_rows(enc, &b.x, r, d, &last, j, 1);
-                }
-                elementwise::rms_norm(ctx, enc, &last, &self.output_norm, c.rms_eps, &normed)?;
-                matmul(ctx, enc, &self.output, &normed, k_rows, &out)?;
+                // Every row in order (decode): no copy, so no second pass.
+                let all_rows = rows.iter().copied().eq(0..n);
+                let last = if all_rows {
+                    &b.x
+                } else {
+                    for (j, &r) in rows.iter().enumerate() {
+                        copy_rows(rec, &b.x, r, d, &last, j, 1);
+                    }
+                    &last
+                };
+                elementwise::rms_norm(ctx, rec, last, &self.output_norm, c.rms_eps, &normed)?;
+                matmul(ctx, rec, &self.output, &normed, k_rows, &out)?;
                 if let Some(cap) = c.final_logit_softcap {
-                    elementwise::softcap(ctx, enc, &out, cap)?;
+                    elementwise::softcap(ctx, rec, &out, cap)?;
                 }
+                rec.copy(out.buffer(), 0, &s.readback, 0, (out.len() * 4) as u64);
             }
             Ok(())
         })?;
         let recorded = started.elapsed();
+        *self
+            .last_recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = stats;
         let logits = if k_rows > 0 {
-            out.read(ctx)?
+            map_f32(ctx, &s.readback, out.len())?
         } else {
             Vec::new()
         };
         log::debug!(
-            "forward of {n} tokens: {:.2} ms to record and submit, {:.2} ms more until the logits are read",
+            "forward of {n} tokens: {:.2} ms to record and submit ({} dispatches in {} compute \
+             passes, {} new bind groups), {:.2} ms more until the logits are read",
             recorded.as_secs_f64() * 1e3,
+            stats.dispatches,
+            stats.passes,
+            stats.bind_groups_created,
             (started.elapsed() - recorded).as_secs_f64() * 1e3
         );
         Ok(logits)
@@ -521,18 +587,49 @@ impl GpuModel {
 
     /// Records `x += norm(o)` (or `x += o` without a post-norm), through
     /// `h` as the normed copy.
-    fn residual(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        b: &Buffers,
-        post_norm: Option<&GpuVec>,
-    ) -> Result<()> {
+    fn residual(&self, rec: &mut Recorder, b: &Buffers, post_norm: Option<&GpuVec>) -> Result<()> {
         match post_norm {
             Some(w) => {
-                elementwise::rms_norm(&self.ctx, enc, &b.o, w, self.config.rms_eps, &b.h)?;
-                elementwise::add(&self.ctx, enc, &b.x, &b.h)
+                elementwise::rms_norm(&self.ctx, rec, &b.o, w, self.config.rms_eps, &b.h)?;
+                elementwise::add(&self.ctx, rec, &b.x, &b.h)
             }
-            None => elementwise::add(&self.ctx, enc, &b.x, &b.o),
+            None => elementwise::add(&self.ctx, rec, &b.x, &b.o),
+        }
+    }
+}
+
+/// The forward pass's scratch vectors for up to `tokens` tokens at once,
+/// attention over caches of up to `rows` positions, and `logit_rows` rows
+/// of logits with the host-mapped buffer they are read back through.
+#[derive(Debug)]
+struct Scratch {
+    tokens: usize,
+    rows: usize,
+    logit_rows: usize,
+    b: Buffers,
+    last: GpuVec,
+    normed: GpuVec,
+    logits: GpuVec,
+    readback: wgpu::Buffer,
+}
+
+impl Buffers {
+    /// The vectors' first `n` tokens (all of the attention scores).
+    fn for_tokens(&self, n: usize, c: &ModelConfig) -> Buffers {
+        let (d, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
+        Buffers {
+            x: self.x.prefix(n * d),
+            h: self.h.prefix(n * d),
+            q0: self.q0.prefix(n * qd),
+            q: self.q.prefix(n * qd),
+            k0: self.k0.prefix(n * kvd),
+            k: self.k.prefix(n * kvd),
+            v: self.v.prefix(n * kvd),
+            attn: self.attn.prefix(n * qd),
+            o: self.o.prefix(n * d),
+            gate: self.gate.prefix(n * c.n_ff),
+            up: self.up.prefix(n * c.n_ff),
+            scores: self.scores.prefix(self.scores.len()),
         }
     }
 }
@@ -540,7 +637,7 @@ impl GpuModel {
 /// Records the copy of `count` rows of `width` values from row `from` of
 /// `src` to row `to` of `dst`.
 fn copy_rows(
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     src: &GpuVec,
     from: usize,
     width: usize,
@@ -549,7 +646,7 @@ fn copy_rows(
     count: usize,
 ) {
     let row = (width * 4) as u64;
-    enc.copy_buffer_to_buffer(
+    rec.copy(
         src.buffer(),
         from as u64 * row,
         dst.buffer(),

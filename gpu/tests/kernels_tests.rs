@@ -191,6 +191,7 @@ fn matmul_shapes(t: WeightType) -> &'static [(usize, usize, usize)] {
     if t.block_len() == 256 {
         &[
             (1, 256, 1),
+            (9, 768, 1),
             (7, 512, 3),
             (64, 1024, 1),
             (33, 256, 16),
@@ -208,6 +209,7 @@ fn matmul_shapes(t: WeightType) -> &'static [(usize, usize, usize)] {
     } else {
         &[
             (1, 32, 1),
+            (13, 96, 1),
             (7, 96, 3),
             (64, 1024, 1),
             (33, 512, 16),

@@ -176,6 +176,7 @@ fn parity(name: &str) {
     let mut min_gap = f32::INFINITY;
     let mut flips = Vec::new();
     let (mut cpu_decode, mut gpu_decode) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut recording = Default::default();
     for step in 0..DECODE {
         let (ct, gt) = (argmax(&cl) as u32, argmax(&gl) as u32);
         let (diff, rel) = rel_diff(&cl, &gl);
@@ -200,7 +201,16 @@ fn parity(name: &str) {
             .forward(&mut gcache, &[ct], pos, true)
             .expect("GPU decode");
         gpu_decode += t.elapsed();
+        // A decode step is one compute pass, and from the second step on it
+        // binds the buffers of the step before: no new bind groups.
+        let rec = gpu_model.last_recording();
+        assert_eq!(rec.passes, 1, "{name}: step {step}: {rec:?}");
+        if step > 0 {
+            assert_eq!(rec.bind_groups_created, 0, "{name}: step {step}: {rec:?}");
+        }
+        recording = rec;
     }
+    eprintln!("{name}: one decode step recorded {recording:?}");
     eprintln!(
         "{name}: {DECODE} greedy steps compared, top-1 identical at {}: worst relative Δ \
          {worst:.5}, smallest cpu top-1 gap {min_gap:.4}; decode cpu {cpu_decode:?} gpu \

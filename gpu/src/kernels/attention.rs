@@ -8,6 +8,7 @@ use crate::buffer::{uniform, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
+use crate::record::Recorder;
 
 /// The largest head dimension the attention kernel takes.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -80,12 +81,7 @@ impl GpuKvLayer {
 
     /// Records the copy of this layer's first `rows` rows into `dst` (of the
     /// same row width and at least `rows` rows).
-    pub fn copy_rows_to(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        dst: &GpuKvLayer,
-        rows: usize,
-    ) -> Result<()> {
+    pub fn copy_rows_to(&self, rec: &mut Recorder, dst: &GpuKvLayer, rows: usize) -> Result<()> {
         if dst.kv_dim != self.kv_dim || rows > self.capacity || rows > dst.capacity {
             return Err(GpuError::Shape(format!(
                 "copying {rows} rows of a {}x{} cache into a {}x{} one",
@@ -94,8 +90,8 @@ impl GpuKvLayer {
         }
         let bytes = (rows * self.kv_dim * 2) as u64;
         if bytes > 0 {
-            enc.copy_buffer_to_buffer(&self.keys, 0, &dst.keys, 0, bytes);
-            enc.copy_buffer_to_buffer(&self.values, 0, &dst.values, 0, bytes);
+            rec.copy(&self.keys, 0, &dst.keys, 0, bytes);
+            rec.copy(&self.values, 0, &dst.values, 0, bytes);
         }
         Ok(())
     }
@@ -137,7 +133,7 @@ impl GpuKvLayer {
 /// (`[tokens][kv_dim]` f32 each) at rows `positions`, rounded to f16.
 pub fn kv_store(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     layer: &GpuKvLayer,
     k: &GpuVec,
     v: &GpuVec,
@@ -162,8 +158,7 @@ pub fn kv_store(
     let (gx, gy) = grid(((tokens * layer.kv_dim / 2) as u32).div_ceil(WG));
     let params = uniform(ctx, &[tokens as u32, layer.kv_dim as u32, gx]);
     dispatch(
-        ctx,
-        enc,
+        rec,
         &pipeline,
         &[&k.buf, &v.buf, &pos, &layer.keys, &layer.values, &params],
         (gx, gy, 1),
@@ -201,7 +196,7 @@ pub fn scratch_len(shape: &AttentionShape, tokens: usize, layer: &GpuKvLayer) ->
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     layer: &GpuKvLayer,
     q: &GpuVec,
     positions: &[u32],
@@ -253,8 +248,7 @@ pub fn attend(
         ],
     );
     dispatch(
-        ctx,
-        enc,
+        rec,
         &pipeline,
         &[
             &q.buf,

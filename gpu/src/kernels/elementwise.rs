@@ -6,6 +6,7 @@ use crate::buffer::{uniform, upload_bytes, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, with_round_f16, WG};
+use crate::record::Recorder;
 
 fn shape_err(what: &str) -> GpuError {
     GpuError::Shape(what.to_string())
@@ -15,7 +16,7 @@ fn shape_err(what: &str) -> GpuError {
 /// rows of `x` (`out` may not be `x`).
 pub fn rms_norm(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     x: &GpuVec,
     w: &GpuVec,
     eps: f32,
@@ -36,8 +37,7 @@ pub fn rms_norm(
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, eps.to_bits(), gx]);
     dispatch(
-        ctx,
-        enc,
+        rec,
         &pipeline,
         &[&x.buf, &w.buf, &out.buf, &params],
         (gx, gy, 1),
@@ -46,12 +46,7 @@ pub fn rms_norm(
 }
 
 /// Records the in-place softmax of each row of `x` (`cols` values a row).
-pub fn softmax(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    x: &GpuVec,
-    cols: usize,
-) -> Result<()> {
+pub fn softmax(ctx: &GpuContext, rec: &mut Recorder, x: &GpuVec, cols: usize) -> Result<()> {
     if cols == 0 || x.is_empty() || !x.len().is_multiple_of(cols) {
         return Err(shape_err("softmax: x must be whole rows"));
     }
@@ -63,7 +58,7 @@ pub fn softmax(
     )?;
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, gx]);
-    dispatch(ctx, enc, &pipeline, &[&x.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[&x.buf, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -93,7 +88,7 @@ impl RopeTable {
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     x: &GpuVec,
     positions: &[u32],
     heads: usize,
@@ -132,8 +127,7 @@ pub fn rope(
         ],
     );
     dispatch(
-        ctx,
-        enc,
+        rec,
         &pipeline,
         &[&x.buf, &pos, &table.buf, &params],
         (gx, gy, 1),
@@ -143,7 +137,7 @@ pub fn rope(
 
 fn binary(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     entry: &'static str,
     a: &GpuVec,
     b: &GpuVec,
@@ -162,38 +156,28 @@ fn binary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx]);
-    dispatch(ctx, enc, &pipeline, &[&a.buf, &b.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[&a.buf, &b.buf, &params], (gx, gy, 1));
     Ok(())
 }
 
 /// Records `gate = SiLU(gate) * up`.
-pub fn silu_mul(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    gate: &GpuVec,
-    up: &GpuVec,
-) -> Result<()> {
-    binary(ctx, enc, "silu_mul", gate, up)
+pub fn silu_mul(ctx: &GpuContext, rec: &mut Recorder, gate: &GpuVec, up: &GpuVec) -> Result<()> {
+    binary(ctx, rec, "silu_mul", gate, up)
 }
 
 /// Records `gate = GELU(gate) * up` (tanh approximation).
-pub fn gelu_mul(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    gate: &GpuVec,
-    up: &GpuVec,
-) -> Result<()> {
-    binary(ctx, enc, "gelu_mul", gate, up)
+pub fn gelu_mul(ctx: &GpuContext, rec: &mut Recorder, gate: &GpuVec, up: &GpuVec) -> Result<()> {
+    binary(ctx, rec, "gelu_mul", gate, up)
 }
 
 /// Records `a += b`.
-pub fn add(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, a: &GpuVec, b: &GpuVec) -> Result<()> {
-    binary(ctx, enc, "add", a, b)
+pub fn add(ctx: &GpuContext, rec: &mut Recorder, a: &GpuVec, b: &GpuVec) -> Result<()> {
+    binary(ctx, rec, "add", a, b)
 }
 
 fn unary(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     entry: &'static str,
     a: &GpuVec,
     s: f32,
@@ -208,26 +192,21 @@ fn unary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx, s.to_bits()]);
-    dispatch(ctx, enc, &pipeline, &[&a.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[&a.buf, &params], (gx, gy, 1));
     Ok(())
 }
 
 /// Records `a *= s` (the embedding scale of Gemma).
-pub fn scale(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, a: &GpuVec, s: f32) -> Result<()> {
-    unary(ctx, enc, "scale", a, s)
+pub fn scale(ctx: &GpuContext, rec: &mut Recorder, a: &GpuVec, s: f32) -> Result<()> {
+    unary(ctx, rec, "scale", a, s)
 }
 
 /// Records `a = tanh(a / cap) * cap` (the final logit soft-cap).
-pub fn softcap(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    a: &GpuVec,
-    cap: f32,
-) -> Result<()> {
+pub fn softcap(ctx: &GpuContext, rec: &mut Recorder, a: &GpuVec, cap: f32) -> Result<()> {
     if cap <= 0.0 || !cap.is_finite() {
         return Err(GpuError::Shape(format!(
             "softcap: cap {cap} must be positive"
         )));
     }
-    unary(ctx, enc, "softcap", a, cap)
+    unary(ctx, rec, "softcap", a, cap)
 }

@@ -1,11 +1,17 @@
 //! Quantized matrix × f32 activations (`y[n][r] = sum_c W[r][c] * x[n][c]`)
 //! and embedding row lookup, for every [`WeightType`].
 //!
-//! The product runs one workgroup of 64 threads per row; the threads stride
-//! over the row's blocks, dequantizing each element from the block's bytes
-//! (`shaders/quant_*.wgsl`), and their partial sums are reduced with
-//! `subgroupAdd` where the device has subgroups
-//! ([`GpuContext::uses_subgroups`]), else by a tree in shared memory.
+//! Block-quantized matrices (32- and 256-value blocks) go through
+//! `shaders/matvec.wgsl`: a workgroup of 64 threads takes 8 rows, 8
+//! threads a row; each thread strides over the row's 32-value units,
+//! reading four weights at a time from whole words of the block
+//! (`deq4` of `shaders/quant_*.wgsl`), and the 8 partial sums of a row
+//! are added in shared memory. Decode (one activation column) has a kernel
+//! compiled for exactly one column. F32 and F16 matrices, whose rows may
+//! end inside a word, run one workgroup per row, dequantizing element by
+//! element, with partial sums reduced by `subgroupAdd` where the device
+//! has subgroups ([`GpuContext::uses_subgroups`]), else by a tree in
+//! shared memory.
 //!
 //! Before the product the activations are rounded, by default, to the
 //! values edgeloop-core quantizes them to for its integer dot products
@@ -20,6 +26,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
 use crate::quant::{ActFormat, WeightType};
+use crate::record::Recorder;
 
 /// The most activation columns one [`matmul`] call takes.
 pub const MAX_N: usize = 16;
@@ -105,7 +112,7 @@ impl GpuMatrix {
 /// order.
 pub fn matmul(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     w: &GpuMatrix,
     x: &GpuVec,
     n: usize,
@@ -130,19 +137,23 @@ pub fn matmul(
     let xbuf = match format {
         Some(f) => {
             scratch = ctx.act_scratch((f.rounded_len(x.len()) * 4) as u64);
-            record_round(ctx, enc, f, &x.buf, x.len(), &scratch)?;
+            record_round(ctx, rec, f, &x.buf, x.len(), &scratch)?;
             &scratch
         }
         None => &x.buf,
     };
+    // Q4_1 with Q8_1 activations applies the block minimums to the
+    // activations' per-block sums, as the CPU does.
+    let q8_1 = format == Some(ActFormat::Q8_1);
+    if w.dtype.block_len() >= VEC_UNIT {
+        return record_blocks(ctx, rec, w, xbuf, n, y, q8_1);
+    }
     let (variant, reduction) = if ctx.uses_subgroups() {
         ("subgroup", include_str!("../shaders/matmul_subgroup.wgsl"))
     } else {
         ("shared", include_str!("../shaders/matmul.wgsl"))
     };
-    // Q4_1 with Q8_1 activations applies the block minimums to the
-    // activations' per-block sums, as the CPU does.
-    let (acc_name, acc) = if format == Some(ActFormat::Q8_1) {
+    let (acc_name, acc) = if q8_1 {
         ("_q8_1", include_str!("../shaders/matmul_acc_q8_1.wgsl"))
     } else {
         ("", include_str!("../shaders/matmul_acc.wgsl"))
@@ -172,12 +183,67 @@ pub fn matmul(
             ],
         );
         dispatch(
-            ctx,
-            enc,
+            rec,
             &pipeline,
             &[&c.buf, xbuf, &y.buf, &params],
             (gx, gy, 1),
         );
+    }
+    Ok(())
+}
+
+/// Values of the units the block kernel's threads stride over
+/// (`shaders/matvec_acc.wgsl`): block types of 32 and 256 values.
+const VEC_UNIT: usize = 32;
+
+/// Rows of a workgroup of the block kernel (`shaders/matvec.wgsl`).
+const VEC_ROWS: u32 = 8;
+
+/// Records the product of a block-quantized matrix (32- and 256-value
+/// blocks): several rows per workgroup, four weights read at a time
+/// (`shaders/matvec.wgsl`). One activation column (decode) has a kernel of
+/// its own, compiled for exactly one column.
+#[allow(clippy::too_many_arguments)]
+fn record_blocks(
+    ctx: &GpuContext,
+    rec: &mut Recorder,
+    w: &GpuMatrix,
+    x: &wgpu::Buffer,
+    n: usize,
+    y: &GpuVec,
+    q8_1: bool,
+) -> Result<()> {
+    let (acc_name, acc) = if q8_1 {
+        ("_q8_1", include_str!("../shaders/matvec_acc_q8_1.wgsl"))
+    } else {
+        ("", include_str!("../shaders/matvec_acc.wgsl"))
+    };
+    let max_cols = if n == 1 { 1 } else { MAX_N };
+    let key = format!("matvec{max_cols}_{}{acc_name}", w.dtype.name());
+    let pipeline = ctx.pipeline(
+        &key,
+        || {
+            w.dtype.shader(&format!(
+                "const MAX_COLS: u32 = {max_cols}u;\n{}\n{acc}",
+                include_str!("../shaders/matvec.wgsl")
+            ))
+        },
+        "main",
+    )?;
+    for c in &w.chunks {
+        let (gx, gy) = grid((c.rows as u32).div_ceil(VEC_ROWS));
+        let params = uniform(
+            ctx,
+            &[
+                c.rows as u32,
+                w.cols as u32,
+                n as u32,
+                w.rows as u32,
+                c.row_start as u32,
+                gx,
+            ],
+        );
+        dispatch(rec, &pipeline, &[&c.buf, x, &y.buf, &params], (gx, gy, 1));
     }
     Ok(())
 }
@@ -192,7 +258,7 @@ pub fn matmul(
 /// block are smaller than that).
 pub fn round_activations(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     format: ActFormat,
     x: &GpuVec,
     out: &GpuVec,
@@ -208,13 +274,13 @@ pub fn round_activations(
             out.len()
         )));
     }
-    record_round(ctx, enc, format, &x.buf, x.len(), &out.buf)
+    record_round(ctx, rec, format, &x.buf, x.len(), &out.buf)
 }
 
 /// [`round_activations`] on buffers, shapes checked by the caller.
 fn record_round(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     format: ActFormat,
     x: &wgpu::Buffer,
     len: usize,
@@ -228,7 +294,7 @@ fn record_round(
     let blocks = (len / format.block_len()) as u32;
     let (gx, gy) = grid(blocks.div_ceil(WG));
     let params = uniform(ctx, &[len as u32, gx]);
-    dispatch(ctx, enc, &pipeline, &[x, out, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[x, out, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -236,7 +302,7 @@ fn record_round(
 /// f32 values), dequantized. Ids out of range leave their row untouched.
 pub fn embed(
     ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder,
     w: &GpuMatrix,
     ids: &[u32],
     out: &GpuVec,
@@ -273,8 +339,7 @@ pub fn embed(
             ],
         );
         dispatch(
-            ctx,
-            enc,
+            rec,
             &pipeline,
             &[&c.buf, &ids_buf, &out.buf, &params],
             ((w.cols as u32).div_ceil(WG), ids.len() as u32, 1),

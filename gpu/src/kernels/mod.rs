@@ -1,6 +1,10 @@
 //! Kernel wrappers: each compiles its WGSL once per context, binds buffers
 //! and records dispatches into a command encoder.
 
+use std::sync::Arc;
+
+use crate::record::{Bind, Kernel, Recorder};
+
 pub mod attention;
 pub mod elementwise;
 pub mod matmul;
@@ -27,47 +31,12 @@ pub(crate) fn grid(groups: u32) -> (u32, u32) {
     }
 }
 
-/// Something a dispatch binds: a whole buffer, or data staged for it.
-pub(crate) trait Bind {
-    fn resource(&self) -> wgpu::BindingResource<'_>;
-}
-
-impl Bind for wgpu::Buffer {
-    fn resource(&self) -> wgpu::BindingResource<'_> {
-        self.as_entire_binding()
-    }
-}
-
-impl Bind for crate::context::Staged {
-    fn resource(&self) -> wgpu::BindingResource<'_> {
-        self.binding()
-    }
-}
-
-/// Records one dispatch of `pipeline` with `entries` bound in group 0.
+/// Records one dispatch of `kernel` with `entries` bound in group 0.
 pub(crate) fn dispatch(
-    ctx: &crate::GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
+    rec: &mut Recorder,
+    kernel: &Arc<Kernel>,
     entries: &[&dyn Bind],
     groups: (u32, u32, u32),
 ) {
-    let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.resource(),
-        })
-        .collect();
-    let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &entries,
-    });
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, &bind, &[]);
-    pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    rec.dispatch(kernel, entries, groups);
 }

@@ -9,3 +9,11 @@ fn deq_scaled(base: u32, j: u32) -> f32 {
 fn deq(base: u32, j: u32) -> f32 {
     return deq_scaled(base, j) + f16_at(base + 2u);
 }
+// d * nibble of elements 4 * j4 .. 4 * j4 + 3: four nibbles of one word.
+fn deq4_scaled(base: u32, j4: u32) -> vec4<f32> {
+    let v = (w[(base + 4u + 4u * (j4 & 3u)) >> 2u] >> ((j4 >> 2u) * 4u)) & 0x0F0F0F0Fu;
+    return vec4<f32>(bytes4(v)) * f16_at(base);
+}
+fn deq4(base: u32, j4: u32) -> vec4<f32> {
+    return deq4_scaled(base, j4) + f16_at(base + 2u);
+}

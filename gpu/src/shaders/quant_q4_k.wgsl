@@ -21,3 +21,25 @@ fn deq(base: u32, j: u32) -> f32 {
     let m1 = f16_at(base + 2u) * f32(m);
     return d1 * f32(q) - m1;
 }
+// Elements 4 * j4 .. 4 * j4 + 3: one sub-block's scale and minimum, four
+// nibbles of one word.
+fn deq4(base: u32, j4: u32) -> vec4<f32> {
+    let j = 4u * j4;
+    let g = j >> 6u;
+    let within = j & 63u;
+    let sub = 2u * g + (within >> 5u);
+    let v = (w[(base + 16u + 32u * g + (within & 31u)) >> 2u] >> ((within >> 5u) * 4u)) & 0x0F0F0F0Fu;
+    let s = base + 4u;
+    var sc: u32;
+    var m: u32;
+    if (sub < 4u) {
+        sc = byte_at(s + sub) & 63u;
+        m = byte_at(s + sub + 4u) & 63u;
+    } else {
+        sc = (byte_at(s + sub + 4u) & 0xFu) | ((byte_at(s + sub - 4u) >> 6u) << 4u);
+        m = (byte_at(s + sub + 4u) >> 4u) | ((byte_at(s + sub) >> 6u) << 4u);
+    }
+    let d1 = f16_at(base) * f32(sc);
+    let m1 = f16_at(base + 2u) * f32(m);
+    return d1 * vec4<f32>(bytes4(v)) - m1;
+}

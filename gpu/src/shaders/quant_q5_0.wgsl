@@ -8,3 +8,11 @@ fn deq(base: u32, j: u32) -> f32 {
     let q = lo | (((qh >> j) & 1u) << 4u);
     return f32(i32(q) - 16) * f16_at(base);
 }
+// Elements 4 * j4 .. 4 * j4 + 3: four nibbles of one word and four bits
+// of qh.
+fn deq4(base: u32, j4: u32) -> vec4<f32> {
+    let qh = u32_at(base + 2u) >> (4u * j4);
+    let lo = (u32_at(base + 6u + 4u * (j4 & 3u)) >> ((j4 >> 2u) * 4u)) & 0x0F0F0F0Fu;
+    let hi = vec4<u32>(qh & 1u, (qh >> 1u) & 1u, (qh >> 2u) & 1u, (qh >> 3u) & 1u) << vec4<u32>(4u);
+    return (vec4<f32>(bytes4(lo) | hi) - 16.0) * f16_at(base);
+}
