@@ -8,15 +8,15 @@
 //! (`candle`'s `from_gguf` adds a prefix space here, which is wrong for these
 //! models.)
 
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::SplitDelimiterBehavior;
+use tokenizers::{
+    OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior,
+};
 
-use super::vocab::Vocab;
+use super::vocab::{FxHashMap, Vocab};
 use super::{hf_err, Result, TokenType, TokenizerError, TokenizerSpec};
 
 /// GPT-2's regex, shared by several pre-tokenizer types.
@@ -171,60 +171,132 @@ pub(crate) fn placeholder(id: u32) -> String {
     format!("\u{FFFF}special:{id}\u{FFFF}")
 }
 
-/// Builds the `tokenizers` model for a validated byte-level BPE vocabulary.
-pub(crate) fn build(spec: &TokenizerSpec, vocab: &Vocab) -> Result<tokenizers::Tokenizer> {
-    let pre = pre_type(spec.pre.as_deref())?;
-    let map = model_vocab(vocab);
-    let tokens = vocab.tokens();
+/// A byte-level BPE encoder: `tokenizers`' pre-tokenizer (the regex splits
+/// of [`PreType`], then GPT-2's byte-to-character mapping) and the merges
+/// applied to each piece by rank over token ids, as llama.cpp's
+/// `llm_tokenizer_bpe_session` and `tokenizers`' BPE model do: the
+/// adjacent pair of lowest rank merges first, the leftmost of equal ones.
+///
+/// Built from the ids [`Vocab`] already resolved, it takes one hash insert
+/// per merge: building `tokenizers`' own BPE model rehashed every token
+/// and merge text and was most of the time to load a model.
+pub(crate) struct ByteLevelBpe {
+    pre: Sequence,
+    /// `(left, right)` → `(rank, merged id)`.
+    ranks: FxHashMap<(u32, u32), (u32, u32)>,
+    ignore_merges: bool,
+}
 
-    // Merges involving control tokens are dropped (such tokens never reach the
-    // model); merges whose result is not a token are dropped too, since
-    // `tokenizers` requires it (llama.cpp would fall back to bytes there).
-    let mut merges = Vec::with_capacity(vocab.merges.len());
-    let mut dropped = 0usize;
-    let mut joined = String::new();
-    for &(l, r) in &vocab.merges {
-        let (lt, rt) = (&tokens[l as usize], &tokens[r as usize]);
-        joined.clear();
-        joined.push_str(lt);
-        joined.push_str(rt);
+impl std::fmt::Debug for ByteLevelBpe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteLevelBpe")
+            .field("merges", &self.ranks.len())
+            .field("ignore_merges", &self.ignore_merges)
+            .finish()
+    }
+}
+
+impl ByteLevelBpe {
+    /// The encoder of a validated byte-level BPE vocabulary.
+    ///
+    /// Merges involving control tokens are dropped (such tokens never come
+    /// out of text), and so are merges whose result is not a token (llama.cpp
+    /// would fall back to bytes there) or that repeat an earlier pair.
+    pub(crate) fn new(spec: &TokenizerSpec, vocab: &Vocab) -> Result<Self> {
+        let pre = pre_type(spec.pre.as_deref())?;
+        let tokens = vocab.tokens();
         let usable = |id: u32| !vocab.ty(id).is_some_and(TokenType::is_special);
-        let result_ok = vocab.id_of(&joined).is_some_and(usable);
-        if usable(l) && usable(r) && result_ok {
-            merges.push((lt.clone(), rt.clone()));
-        } else {
-            dropped += 1;
+        let mut ranks = FxHashMap::with_capacity_and_hasher(vocab.merges.len(), Default::default());
+        let mut dropped = 0usize;
+        let mut joined = String::new();
+        for &(l, r) in &vocab.merges {
+            joined.clear();
+            joined.push_str(&tokens[l as usize]);
+            joined.push_str(&tokens[r as usize]);
+            let merged = vocab.id_of(&joined).filter(|&id| usable(id));
+            match merged {
+                Some(id) if usable(l) && usable(r) && !ranks.contains_key(&(l, r)) => {
+                    ranks.insert((l, r), (ranks.len() as u32, id));
+                }
+                _ => dropped += 1,
+            }
         }
-    }
-    if dropped > 0 {
-        log::warn!(
-            "tokenizer.ggml.merges: {dropped} merges dropped (control token involved or result not in the vocabulary)"
-        );
+        if dropped > 0 {
+            log::warn!(
+                "tokenizer.ggml.merges: {dropped} merges dropped (control token involved, \
+                 result not in the vocabulary, or a repeated pair)"
+            );
+        }
+        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(pre.regexes.len() + 1);
+        for re in pre.regexes {
+            let split = Split::new(
+                SplitPattern::Regex((*re).to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(hf_err("compiling the pre-tokenizer regex"))?;
+            steps.push(split.into());
+        }
+        // Byte-level mapping only: the splitting was done above.
+        steps.push(ByteLevel::new(false, false, false).into());
+        Ok(Self {
+            pre: Sequence::new(steps),
+            ranks,
+            ignore_merges: pre.ignore_merges,
+        })
     }
 
-    let model = BPE::builder()
-        .vocab_and_merges(map, merges)
-        .ignore_merges(pre.ignore_merges)
-        .build()
-        .map_err(hf_err("building the BPE model"))?;
-
-    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(pre.regexes.len() + 1);
-    for re in pre.regexes {
-        let split = Split::new(
-            SplitPattern::Regex((*re).to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(hf_err("compiling the pre-tokenizer regex"))?;
-        steps.push(split.into());
+    /// Appends the ids of `text` (plain text: control-token texts in it are
+    /// ordinary characters) to `out`.
+    pub(crate) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let mut pieces = PreTokenizedString::from(text);
+        self.pre
+            .pre_tokenize(&mut pieces)
+            .map_err(hf_err("pre-tokenizing text"))?;
+        let mut symbols = Vec::new();
+        for (piece, _, _) in pieces.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            self.encode_piece(vocab, piece, &mut symbols)?;
+            out.extend_from_slice(&symbols);
+        }
+        Ok(())
     }
-    // Byte-level mapping only: the splitting was done above.
-    steps.push(ByteLevel::new(false, false, false).into());
 
-    let mut tok = tokenizers::Tokenizer::new(model);
-    tok.with_pre_tokenizer(Some(Sequence::new(steps)));
-    tok.with_decoder(Some(ByteLevelDecoder::new(false, false, false)));
-    Ok(tok)
+    /// The ids of one pre-tokenized piece (byte-level characters) into
+    /// `symbols`.
+    fn encode_piece(&self, vocab: &Vocab, piece: &str, symbols: &mut Vec<u32>) -> Result<()> {
+        symbols.clear();
+        let usable = |id: &u32| !vocab.ty(*id).is_some_and(TokenType::is_special);
+        if self.ignore_merges {
+            if let Some(id) = vocab.id_of(piece).filter(usable) {
+                symbols.push(id);
+                return Ok(());
+            }
+        }
+        let mut buf = [0u8; 4];
+        for c in piece.chars() {
+            let id = vocab
+                .id_of(c.encode_utf8(&mut buf))
+                .filter(usable)
+                .ok_or(TokenizerError::NoByteToken { ch: c })?;
+            symbols.push(id);
+        }
+        // Pieces are words: a quadratic scan beats a heap at these lengths.
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    self.ranks
+                        .get(&(w[0], w[1]))
+                        .map(|&(rank, id)| (rank, i, id))
+                })
+                .min();
+            let Some((_, i, id)) = best else { break };
+            symbols[i] = id;
+            symbols.remove(i + 1);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,13 @@ pub enum TokenizerError {
         /// The number of tokens.
         vocab_size: usize,
     },
+    /// Text holds a character whose byte has no token of its own in a
+    /// byte-level vocabulary (which should hold all 256).
+    #[error("no token for the byte-level character {ch:?} (U+{code:04X}): the vocabulary lacks one of the 256 byte tokens", code = *ch as u32)]
+    NoByteToken {
+        /// GPT-2's character for the byte.
+        ch: char,
+    },
     /// `encode_prompt(.., add_bos = true)` on a vocabulary without bos.
     #[error("a BOS token was requested but the vocabulary has none (tokenizer.ggml.bos_token_id)")]
     NoBos,
@@ -358,8 +365,17 @@ pub struct Tokenizer {
 struct Inner {
     kind: ModelKind,
     vocab: Vocab,
-    hf: tokenizers::Tokenizer,
+    encoder: Encoder,
     chat_template: Option<String>,
+}
+
+/// What turns plain text into ids.
+enum Encoder {
+    /// Byte-level BPE (`"gpt2"`): merges over ids.
+    Bpe(bpe::ByteLevelBpe),
+    /// SentencePiece-style vocabularies (`"llama"`): `tokenizers`' BPE with
+    /// the merges rebuilt from scores.
+    Hf(Box<tokenizers::Tokenizer>),
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -382,8 +398,13 @@ impl Tokenizer {
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Tokenizer> {
         let kind = ModelKind::parse(&spec.model)?;
         let vocab = Vocab::from_spec(spec, kind)?;
-        let hf = build_hf(spec, kind, &vocab)?;
-        Ok(Tokenizer::assemble(kind, vocab, hf, spec))
+        let encoder = match kind {
+            ModelKind::Gpt2 => Encoder::Bpe(bpe::ByteLevelBpe::new(spec, &vocab)?),
+            ModelKind::Llama => {
+                Encoder::Hf(Box::new(spm::build(&vocab, &spm::rebuild_merges(&vocab))?))
+            }
+        };
+        Ok(Tokenizer::assemble(kind, vocab, encoder, spec))
     }
 
     /// Like [`Tokenizer::from_spec`], but for `"llama"` vocabularies reuses
@@ -399,13 +420,20 @@ impl Tokenizer {
         let kind = ModelKind::parse(&spec.model)?;
         let vocab = Vocab::from_spec(spec, kind)?;
         if kind == ModelKind::Gpt2 {
-            let hf = bpe::build(spec, &vocab)?;
-            return Ok(Tokenizer::assemble(kind, vocab, hf, spec));
+            let bpe = bpe::ByteLevelBpe::new(spec, &vocab)?;
+            return Ok(Tokenizer::assemble(kind, vocab, Encoder::Bpe(bpe), spec));
         }
         let hash = cache::spec_hash(spec);
         match cache::load(cache_path, &hash, vocab.len()) {
             Ok(merges) => match spm::build(&vocab, &merges) {
-                Ok(hf) => return Ok(Tokenizer::assemble(kind, vocab, hf, spec)),
+                Ok(hf) => {
+                    return Ok(Tokenizer::assemble(
+                        kind,
+                        vocab,
+                        Encoder::Hf(Box::new(hf)),
+                        spec,
+                    ))
+                }
                 Err(e) => log::warn!(
                     "tokenizer cache {} unusable ({e}); rebuilding",
                     cache_path.display()
@@ -421,20 +449,25 @@ impl Tokenizer {
         if let Err(e) = cache::store(cache_path, &hash, &merges) {
             log::warn!("{e}");
         }
-        Ok(Tokenizer::assemble(kind, vocab, hf, spec))
+        Ok(Tokenizer::assemble(
+            kind,
+            vocab,
+            Encoder::Hf(Box::new(hf)),
+            spec,
+        ))
     }
 
     fn assemble(
         kind: ModelKind,
         vocab: Vocab,
-        hf: tokenizers::Tokenizer,
+        encoder: Encoder,
         spec: &TokenizerSpec,
     ) -> Tokenizer {
         Tokenizer {
             inner: Arc::new(Inner {
                 kind,
                 vocab,
-                hf,
+                encoder,
                 chat_template: spec.chat_template.clone(),
             }),
         }
@@ -494,11 +527,15 @@ impl Tokenizer {
                     } else {
                         piece
                     };
-                    let enc = inner
-                        .hf
-                        .encode_fast(piece, false)
-                        .map_err(hf_err("encoding text"))?;
-                    out.extend_from_slice(enc.get_ids());
+                    match &inner.encoder {
+                        Encoder::Bpe(bpe) => bpe.encode(&inner.vocab, piece, &mut out)?,
+                        Encoder::Hf(hf) => {
+                            let enc = hf
+                                .encode_fast(piece, false)
+                                .map_err(hf_err("encoding text"))?;
+                            out.extend_from_slice(enc.get_ids());
+                        }
+                    }
                     prev_special = false;
                 }
             }
@@ -610,22 +647,8 @@ impl Tokenizer {
         self.inner.chat_template.as_deref()
     }
 
-    /// The underlying `tokenizers` model. Control and unknown tokens are
-    /// renamed in it (to unmatchable placeholders) so that it can never
-    /// produce them from text; use [`Tokenizer::token_str`] for their text.
-    pub fn backend(&self) -> &tokenizers::Tokenizer {
-        &self.inner.hf
-    }
-
     pub(crate) fn vocab(&self) -> &Vocab {
         &self.inner.vocab
-    }
-}
-
-fn build_hf(spec: &TokenizerSpec, kind: ModelKind, vocab: &Vocab) -> Result<tokenizers::Tokenizer> {
-    match kind {
-        ModelKind::Gpt2 => bpe::build(spec, vocab),
-        ModelKind::Llama => spm::build(vocab, &spm::rebuild_merges(vocab)),
     }
 }
 
