@@ -3,6 +3,7 @@
 //! (llama.cpp's `tokenizer_st_partition`).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -234,20 +235,32 @@ pub(crate) fn parse_byte_token(text: &str) -> Option<u8> {
 
 /// GPT-2's byte-to-unicode table, inverted: the byte each byte-level
 /// character stands for.
-fn byte_level_inverse() -> HashMap<char, u8> {
-    let mut map = HashMap::with_capacity(256);
-    let mut n = 0u32;
+fn byte_level_inverse() -> ByteLevelInverse {
+    let mut table = [None; BYTE_LEVEL_CHARS];
+    let mut n = 0usize;
     for b in 0..=255u8 {
         let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
         let c = if printable {
-            char::from(b)
+            b as usize
         } else {
             n += 1;
-            char::from_u32(255 + n).expect("valid code point")
+            255 + n
         };
-        map.insert(c, b);
+        table[c] = Some(b);
     }
-    map
+    ByteLevelInverse(table)
+}
+
+/// Code points GPT-2's byte-to-character mapping uses: below U+0144.
+const BYTE_LEVEL_CHARS: usize = 0x144;
+
+/// GPT-2's character → byte mapping, as a table by code point.
+struct ByteLevelInverse([Option<u8>; BYTE_LEVEL_CHARS]);
+
+impl ByteLevelInverse {
+    fn get(&self, c: &char) -> Option<&u8> {
+        self.0.get(*c as usize).and_then(Option::as_ref)
+    }
 }
 
 impl Vocab {
@@ -305,15 +318,19 @@ impl Vocab {
             } else {
                 t.clone()
             };
-            if let Some(&first) = token_to_id.get(&text) {
-                return Err(TokenizerError::DuplicateToken {
-                    token: text,
-                    index: i,
-                    first: first as usize,
-                });
+            match token_to_id.entry(text) {
+                Entry::Occupied(e) => {
+                    return Err(TokenizerError::DuplicateToken {
+                        token: e.key().clone(),
+                        index: i,
+                        first: *e.get() as usize,
+                    })
+                }
+                Entry::Vacant(e) => {
+                    tokens.push(e.key().clone());
+                    e.insert(i as u32);
+                }
             }
-            token_to_id.insert(text.clone(), i as u32);
-            tokens.push(text);
         }
 
         // Token types.
