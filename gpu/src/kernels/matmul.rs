@@ -21,12 +21,14 @@
 //! the f32 activations as on the CPU. The GPU product then differs from the
 //! CPU's only by f32 rounding in the sums.
 
+use std::sync::Arc;
+
 use crate::buffer::{plan_chunks, uniform, upload_bytes, Chunk, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
 use crate::quant::{ActFormat, WeightType};
-use crate::record::Recorder;
+use crate::record::{Kernel, Recorder};
 
 /// The most activation columns one [`matmul`] call takes.
 pub const MAX_N: usize = 16;
@@ -153,42 +155,20 @@ pub fn matmul(
     } else {
         ("shared", include_str!("../shaders/matmul.wgsl"))
     };
-    let (acc_name, acc) = if q8_1 {
-        ("_q8_1", include_str!("../shaders/matmul_acc_q8_1.wgsl"))
-    } else {
-        ("", include_str!("../shaders/matmul_acc.wgsl"))
-    };
-    let key = format!("matmul_{}{acc_name}_{variant}", w.dtype.name());
+    let key = format!("matmul_{}_{variant}", w.dtype.name());
     let pipeline = ctx.pipeline(
         &key,
         || {
             w.dtype.shader(&format!(
-                "{}\n{acc}\n{reduction}",
-                include_str!("../shaders/matmul_common.wgsl")
+                "{}\n{}\n{}\n{reduction}",
+                include_str!("../shaders/matmul_params.wgsl"),
+                include_str!("../shaders/matmul_common.wgsl"),
+                include_str!("../shaders/matmul_acc.wgsl")
             ))
         },
         "main",
     )?;
-    for c in &w.chunks {
-        let (gx, gy) = grid(c.rows as u32);
-        let params = uniform(
-            ctx,
-            &[
-                c.rows as u32,
-                w.cols as u32,
-                n as u32,
-                w.rows as u32,
-                c.row_start as u32,
-                gx,
-            ],
-        );
-        dispatch(
-            rec,
-            &pipeline,
-            &[&c.buf, xbuf, &y.buf, &params],
-            (gx, gy, 1),
-        );
-    }
+    dispatch_chunks(ctx, rec, w, &pipeline, xbuf, n, y, 1);
     Ok(())
 }
 
@@ -224,14 +204,33 @@ fn record_blocks(
         &key,
         || {
             w.dtype.shader(&format!(
-                "const MAX_COLS: u32 = {max_cols}u;\n{}\n{acc}",
+                "const MAX_COLS: u32 = {max_cols}u;\n{}\n{}\n{acc}",
+                include_str!("../shaders/matmul_params.wgsl"),
                 include_str!("../shaders/matvec.wgsl")
             ))
         },
         "main",
     )?;
+    dispatch_chunks(ctx, rec, w, &pipeline, x, n, y, VEC_ROWS);
+    Ok(())
+}
+
+/// Records one dispatch of a product kernel per chunk of `w`, over the
+/// chunk's rows in workgroups of `rows_per_group` rows, with the
+/// parameters of `shaders/matmul_params.wgsl`.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_chunks(
+    ctx: &GpuContext,
+    rec: &mut Recorder,
+    w: &GpuMatrix,
+    pipeline: &Arc<Kernel>,
+    x: &wgpu::Buffer,
+    n: usize,
+    y: &GpuVec,
+    rows_per_group: u32,
+) {
     for c in &w.chunks {
-        let (gx, gy) = grid((c.rows as u32).div_ceil(VEC_ROWS));
+        let (gx, gy) = grid((c.rows as u32).div_ceil(rows_per_group));
         let params = uniform(
             ctx,
             &[
@@ -243,9 +242,8 @@ fn record_blocks(
                 gx,
             ],
         );
-        dispatch(rec, &pipeline, &[&c.buf, x, &y.buf, &params], (gx, gy, 1));
+        dispatch(rec, pipeline, &[&c.buf, x, &y.buf, &params], (gx, gy, 1));
     }
-    Ok(())
 }
 
 /// Records the rounding of the activations `x` (a whole number of

@@ -1,18 +1,9 @@
 // y[n][row_offset + r] = sum_c W[r][c] * x[n][c] for the rows of one chunk
-// of a quantized matrix. One workgroup per row; its threads stride over the
-// row's blocks (`accumulate`, from matmul_acc.wgsl or matmul_acc_q8_1.wgsl),
-// then reduce (matmul.wgsl or matmul_subgroup.wgsl). Up to MAX_N activation
-// columns. `deq`, BLOCK_LEN and BLOCK_BYTES come from the weight type's
-// snippet.
-
-struct Params {
-    rows: u32,       // rows in this chunk
-    cols: u32,
-    n: u32,          // activation columns (1..=MAX_N)
-    y_stride: u32,   // rows of the whole matrix: y is [n][y_stride]
-    row_offset: u32, // first row of this chunk in the whole matrix
-    wg_x: u32,       // workgroups along x of the dispatch
-}
+// of an F32 or F16 matrix. One workgroup per row; its threads stride over
+// the row's elements (`accumulate`, from matmul_acc.wgsl), then reduce
+// (matmul.wgsl or matmul_subgroup.wgsl). Up to MAX_N activation columns.
+// `deq`, BLOCK_LEN and BLOCK_BYTES come from the weight type's snippet,
+// `Params` from matmul_params.wgsl.
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -4,16 +4,8 @@
 // ROWS rows with TPR threads each: a row's threads stride over its
 // 32-value units (`row_dots`, from matvec_acc.wgsl or
 // matvec_acc_q8_1.wgsl), reading four weights at a time with the weight
-// type's `deq4`, and their sums are added in shared memory.
-
-struct Params {
-    rows: u32,       // rows in this chunk
-    cols: u32,
-    n: u32,          // activation columns (1..=MAX_COLS)
-    y_stride: u32,   // rows of the whole matrix: y is [n][y_stride]
-    row_offset: u32, // first row of this chunk in the whole matrix
-    wg_x: u32,       // workgroups along x of the dispatch
-}
+// type's `deq4`, and their sums are added in shared memory. `Params` comes
+// from matmul_params.wgsl.
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
