@@ -41,11 +41,20 @@ pub(crate) fn uniform(ctx: &GpuContext, words: &[u32]) -> Staged {
     ctx.stage("params", bytemuck::cast_slice(&w))
 }
 
-/// A vector of f32 values on the device (activations, norms, results).
+/// A vector of f32 values on the device (activations, norms, results): a
+/// buffer of its own, or a view of `len` values from byte `offset` of a
+/// buffer another vector holds too.
 #[derive(Debug)]
 pub struct GpuVec {
-    pub(crate) buf: wgpu::Buffer,
+    buf: wgpu::Buffer,
+    offset: u64,
     len: usize,
+}
+
+impl crate::record::Bind for GpuVec {
+    fn range(&self) -> (&wgpu::Buffer, u64, Option<std::num::NonZeroU64>) {
+        (&self.buf, self.offset, None)
+    }
 }
 
 impl GpuVec {
@@ -53,6 +62,7 @@ impl GpuVec {
     pub fn from_slice(ctx: &GpuContext, data: &[f32]) -> Self {
         Self {
             buf: upload_bytes(ctx, "f32 vector", bytemuck::cast_slice(data)),
+            offset: 0,
             len: data.len(),
         }
     }
@@ -65,7 +75,11 @@ impl GpuVec {
             usage: STORAGE,
             mapped_at_creation: false,
         });
-        Self { buf, len }
+        Self {
+            buf,
+            offset: 0,
+            len,
+        }
     }
 
     /// Number of values.
@@ -89,14 +103,14 @@ impl GpuVec {
         }
         if !data.is_empty() {
             ctx.queue
-                .write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+                .write_buffer(&self.buf, self.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
 
     /// Reads the values back (waits for all submitted work).
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        read_f32(ctx, &self.buf, self.len)
+        read_range(ctx, &self.buf, self.offset, self.len)
     }
 
     /// The first `len` values (at most all of them), sharing the buffer:
@@ -104,13 +118,39 @@ impl GpuVec {
     pub(crate) fn prefix(&self, len: usize) -> GpuVec {
         Self {
             buf: self.buf.clone(),
+            offset: self.offset,
             len: len.min(self.len),
         }
+    }
+
+    /// Rows `first..first + count` of `width` values, sharing the buffer,
+    /// when they start at an offset the device can bind (its
+    /// `min_storage_buffer_offset_alignment`); `None` otherwise or when
+    /// they lie outside the vector.
+    pub(crate) fn rows(
+        &self,
+        ctx: &GpuContext,
+        first: usize,
+        count: usize,
+        width: usize,
+    ) -> Option<GpuVec> {
+        let offset = self.offset + (first * width * 4) as u64;
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        ((first + count) * width <= self.len && offset.is_multiple_of(align)).then(|| Self {
+            buf: self.buf.clone(),
+            offset,
+            len: count * width,
+        })
     }
 
     /// The underlying buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buf
+    }
+
+    /// Where in [`GpuVec::buffer`] the values start, in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
@@ -127,13 +167,18 @@ pub(crate) fn readback_buffer(ctx: &GpuContext, bytes: u64) -> wgpu::Buffer {
 /// Reads the first `len` f32 values of `buf` (a buffer with `COPY_SRC`),
 /// waiting for the work submitted before.
 pub fn read_f32(ctx: &GpuContext, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    read_range(ctx, buf, 0, len)
+}
+
+/// [`read_f32`] from byte `offset` of `buf`.
+fn read_range(ctx: &GpuContext, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>> {
     if len == 0 {
         return Ok(Vec::new());
     }
     let size = (len * 4) as u64;
     let staging = readback_buffer(ctx, size);
     ctx.submit("readback", |rec| {
-        rec.copy(buf, 0, &staging, 0, size);
+        rec.copy(buf, offset, &staging, 0, size);
         Ok(())
     })?;
     map_f32(ctx, &staging, len)

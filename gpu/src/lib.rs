@@ -55,9 +55,8 @@
 //!
 //! Still to come: shader-f16 arithmetic and tiling of the matrix products
 //! over rows and columns in registers, attention over several sequences in
-//! one dispatch (a batch of several sequences still copies each one's
-//! queries, keys and values to and from staging vectors), and more than 16
-//! tokens per matrix product.
+//! one dispatch (a batch runs one attention dispatch per sequence, over its
+//! rows bound in place), and more than 16 tokens per matrix product.
 
 pub mod backend;
 pub mod buffer;

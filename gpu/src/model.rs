@@ -512,14 +512,24 @@ impl GpuModel {
                 for g in &groups.0 {
                     let kv = &caches[g.seq].layers[il];
                     let pos = &positions[g.start..g.end];
+                    let (qd, kvd) = (c.q_dim(), c.kv_dim());
                     match &g.staging {
-                        // The whole chunk is one sequence: no staging.
+                        // The sequence's rows, bound in place.
                         None => {
-                            kv_store(ctx, rec, kv, k, &b.v, pos)?;
-                            attend(ctx, rec, kv, q, pos, &shape, &b.scores, &b.attn)?;
+                            let rows = |v: &GpuVec, width| {
+                                v.rows(ctx, g.start, g.len(), width).ok_or_else(|| {
+                                    GpuError::Shape(format!(
+                                        "rows {}..{} of {width} values cannot be bound in place",
+                                        g.start, g.end
+                                    ))
+                                })
+                            };
+                            let (gq, gk, gv) = (rows(q, qd)?, rows(k, kvd)?, rows(&b.v, kvd)?);
+                            let out = rows(&b.attn, qd)?;
+                            kv_store(ctx, rec, kv, &gk, &gv, pos)?;
+                            attend(ctx, rec, kv, &gq, pos, &shape, &b.scores, &out)?;
                         }
                         Some(s) => {
-                            let (qd, kvd) = (c.q_dim(), c.kv_dim());
                             copy_rows(rec, q, g.start, qd, &s.q, 0, g.len());
                             copy_rows(rec, k, g.start, kvd, &s.k, 0, g.len());
                             copy_rows(rec, &b.v, g.start, kvd, &s.v, 0, g.len());
@@ -559,7 +569,13 @@ impl GpuModel {
                 if let Some(cap) = c.final_logit_softcap {
                     elementwise::softcap(ctx, rec, &out, cap)?;
                 }
-                rec.copy(out.buffer(), 0, &s.readback, 0, (out.len() * 4) as u64);
+                rec.copy(
+                    out.buffer(),
+                    out.offset(),
+                    &s.readback,
+                    0,
+                    (out.len() * 4) as u64,
+                );
             }
             Ok(())
         })?;
@@ -648,15 +664,16 @@ fn copy_rows(
     let row = (width * 4) as u64;
     rec.copy(
         src.buffer(),
-        from as u64 * row,
+        src.offset() + from as u64 * row,
         dst.buffer(),
-        to as u64 * row,
+        dst.offset() + to as u64 * row,
         count as u64 * row,
     );
 }
 
 /// Where one sequence's attention inputs and output are staged when a
-/// chunk holds several sequences (the attention kernel reads whole vectors).
+/// chunk holds several sequences whose rows the device cannot bind in
+/// place (their offsets miss its storage offset alignment).
 struct Staging {
     q: GpuVec,
     k: GpuVec,
@@ -695,7 +712,12 @@ impl SeqGroups {
                 }),
             }
         }
-        if groups.len() > 1 {
+        let align = ctx.limits().min_storage_buffer_offset_alignment as usize;
+        let in_place = |start: usize| {
+            (start * c.q_dim() * 4).is_multiple_of(align)
+                && (start * c.kv_dim() * 4).is_multiple_of(align)
+        };
+        if !groups.iter().all(|g| in_place(g.start)) {
             for g in &mut groups {
                 let n = g.len();
                 g.staging = Some(Staging {

@@ -256,3 +256,66 @@ fn smollm2_matches_cpu() {
 fn gemma3_matches_cpu() {
     parity("gemma3-270m");
 }
+
+/// Tokens of two sequences decoded in one batch give each the logits it
+/// gets alone, and the batch is one compute pass: each sequence's queries,
+/// keys and values are bound in place, not copied out and back.
+#[test]
+fn a_batch_of_two_sequences_is_one_pass_and_matches_each_alone() {
+    let Some(ctx) = gpu() else { return };
+    let path = manifest::find("smollm2-135m-instruct")
+        .expect("a built-in model")
+        .path_in(&manifest::cache_dir());
+    let engine = Engine::load(&path, Default::default()).expect("load the model");
+    let ids = engine
+        .encode(&Prompt::Text(PROMPT.into()))
+        .expect("tokenize");
+    let model = GpuModel::new(&ctx, engine.model()).expect("upload the model");
+    // Sequence 0 has read 8 prompt tokens, sequence 1 has read 11.
+    let (n0, n1) = (8, 11);
+    let prefill = |n: usize| {
+        let mut cache = model.new_cache(ids.len() + 2).expect("GPU cache");
+        model
+            .forward(&mut cache, &ids[..n], 0, false)
+            .expect("prefill");
+        cache
+    };
+    let alone: Vec<Vec<f32>> = [n0, n1]
+        .iter()
+        .map(|&n| {
+            let mut cache = prefill(n);
+            model
+                .forward(&mut cache, &ids[n..=n], n, true)
+                .expect("alone")
+        })
+        .collect();
+    let mut caches = [prefill(n0), prefill(n1)];
+    let batch = [
+        BatchToken {
+            token: ids[n0],
+            pos: n0,
+            seq: 0,
+        },
+        BatchToken {
+            token: ids[n1],
+            pos: n1,
+            seq: 1,
+        },
+    ];
+    let logits = model
+        .forward_batch(&mut caches, &batch, &[0, 1])
+        .expect("batch");
+    let rec = model.last_recording();
+    eprintln!("a batch of two sequences recorded {rec:?}");
+    assert_eq!(rec.passes, 1, "{rec:?}");
+    assert_eq!(rec.copies, 1, "only the logits are copied: {rec:?}");
+    let vocab = engine.model().config().vocab_size;
+    for (i, want) in alone.iter().enumerate() {
+        let got = &logits[i * vocab..(i + 1) * vocab];
+        let (diff, rel) = rel_diff(want, got);
+        eprintln!("sequence {i}: max |Δlogit| batch vs alone {diff:e}");
+        assert!(rel <= 1e-5, "sequence {i}: relative difference {rel}");
+        assert_eq!(argmax(got), argmax(want), "sequence {i}");
+        assert_eq!(caches[i].len(), [n0, n1][i] + 1);
+    }
+}

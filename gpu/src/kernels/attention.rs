@@ -160,7 +160,7 @@ pub fn kv_store(
     dispatch(
         rec,
         &pipeline,
-        &[&k.buf, &v.buf, &pos, &layer.keys, &layer.values, &params],
+        &[k, v, &pos, &layer.keys, &layer.values, &params],
         (gx, gy, 1),
     );
     Ok(())
@@ -250,15 +250,7 @@ pub fn attend(
     dispatch(
         rec,
         &pipeline,
-        &[
-            &q.buf,
-            &layer.keys,
-            &layer.values,
-            &pos,
-            &scratch.buf,
-            &out.buf,
-            &params,
-        ],
+        &[q, &layer.keys, &layer.values, &pos, scratch, out, &params],
         (s.n_heads as u32, tokens as u32, 1),
     );
     Ok(())

@@ -36,12 +36,7 @@ pub fn rms_norm(
     )?;
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, eps.to_bits(), gx]);
-    dispatch(
-        rec,
-        &pipeline,
-        &[&x.buf, &w.buf, &out.buf, &params],
-        (gx, gy, 1),
-    );
+    dispatch(rec, &pipeline, &[x, w, out, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -58,7 +53,7 @@ pub fn softmax(ctx: &GpuContext, rec: &mut Recorder, x: &GpuVec, cols: usize) ->
     )?;
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, gx]);
-    dispatch(rec, &pipeline, &[&x.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[x, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -126,12 +121,7 @@ pub fn rope(
             gx,
         ],
     );
-    dispatch(
-        rec,
-        &pipeline,
-        &[&x.buf, &pos, &table.buf, &params],
-        (gx, gy, 1),
-    );
+    dispatch(rec, &pipeline, &[x, &pos, &table.buf, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -156,7 +146,7 @@ fn binary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx]);
-    dispatch(rec, &pipeline, &[&a.buf, &b.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[a, b, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -192,7 +182,7 @@ fn unary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx, s.to_bits()]);
-    dispatch(rec, &pipeline, &[&a.buf, &params], (gx, gy, 1));
+    dispatch(rec, &pipeline, &[a, &params], (gx, gy, 1));
     Ok(())
 }
 

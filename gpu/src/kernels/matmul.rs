@@ -28,7 +28,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::kernels::{dispatch, grid, WG};
 use crate::quant::{ActFormat, WeightType};
-use crate::record::{Kernel, Recorder};
+use crate::record::{Bind, Kernel, Recorder};
 
 /// The most activation columns one [`matmul`] call takes.
 pub const MAX_N: usize = 16;
@@ -136,13 +136,13 @@ pub fn matmul(
     }
     let format = w.dtype.act_format().filter(|_| ctx.rounds_activations());
     let scratch;
-    let xbuf = match format {
+    let xbuf: &dyn Bind = match format {
         Some(f) => {
             scratch = ctx.act_scratch((f.rounded_len(x.len()) * 4) as u64);
-            record_round(ctx, rec, f, &x.buf, x.len(), &scratch)?;
+            record_round(ctx, rec, f, x, x.len(), &scratch)?;
             &scratch
         }
-        None => &x.buf,
+        None => x,
     };
     // Q4_1 with Q8_1 activations applies the block minimums to the
     // activations' per-block sums, as the CPU does.
@@ -188,7 +188,7 @@ fn record_blocks(
     ctx: &GpuContext,
     rec: &mut Recorder,
     w: &GpuMatrix,
-    x: &wgpu::Buffer,
+    x: &dyn Bind,
     n: usize,
     y: &GpuVec,
     q8_1: bool,
@@ -224,7 +224,7 @@ fn dispatch_chunks(
     rec: &mut Recorder,
     w: &GpuMatrix,
     pipeline: &Arc<Kernel>,
-    x: &wgpu::Buffer,
+    x: &dyn Bind,
     n: usize,
     y: &GpuVec,
     rows_per_group: u32,
@@ -242,7 +242,7 @@ fn dispatch_chunks(
                 gx,
             ],
         );
-        dispatch(rec, pipeline, &[&c.buf, x, &y.buf, &params], (gx, gy, 1));
+        dispatch(rec, pipeline, &[&c.buf, x, y, &params], (gx, gy, 1));
     }
 }
 
@@ -272,7 +272,7 @@ pub fn round_activations(
             out.len()
         )));
     }
-    record_round(ctx, rec, format, &x.buf, x.len(), &out.buf)
+    record_round(ctx, rec, format, x, x.len(), out)
 }
 
 /// [`round_activations`] on buffers, shapes checked by the caller.
@@ -280,9 +280,9 @@ fn record_round(
     ctx: &GpuContext,
     rec: &mut Recorder,
     format: ActFormat,
-    x: &wgpu::Buffer,
+    x: &dyn Bind,
     len: usize,
-    out: &wgpu::Buffer,
+    out: &dyn Bind,
 ) -> Result<()> {
     let pipeline = ctx.pipeline(
         &format!("act_round_{}", format.entry()),
@@ -339,7 +339,7 @@ pub fn embed(
         dispatch(
             rec,
             &pipeline,
-            &[&c.buf, &ids_buf, &out.buf, &params],
+            &[&c.buf, &ids_buf, out, &params],
             ((w.cols as u32).div_ceil(WG), ids.len() as u32, 1),
         );
     }
