@@ -302,6 +302,77 @@ impl ByteLevelBpe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use tokenizers::models::bpe::BPE;
+
+    /// SmolLM2's vocabulary (the real model file, pulled by the test
+    /// script), with `tokenizers`' own BPE model built from its texts as the
+    /// reference: the model this module's merges replaced.
+    struct Reference {
+        vocab: Vocab,
+        ours: ByteLevelBpe,
+        hf: tokenizers::Tokenizer,
+    }
+
+    fn reference() -> &'static Reference {
+        static REF: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
+        REF.get_or_init(|| {
+            let path = crate::manifest::find("smollm2-135m-instruct")
+                .expect("a built-in model")
+                .path_in(&crate::manifest::cache_dir());
+            let file = crate::gguf::GgufFile::open(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run `edgeloop pull smollm2-135m-instruct`)",
+                    path.display()
+                )
+            });
+            let spec = crate::engine::tokenizer_spec(file.metadata()).expect("spec");
+            let vocab = Vocab::from_spec(&spec, super::super::ModelKind::Gpt2).expect("vocab");
+            let ours = ByteLevelBpe::new(&spec, &vocab).expect("ours");
+            let merges: Vec<(String, String)> = ours
+                .ranks
+                .iter()
+                .map(|(&(l, r), &(rank, _))| (rank, l, r))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|(_, l, r)| {
+                    let t = |id: u32| vocab.tokens()[id as usize].clone();
+                    (t(l), t(r))
+                })
+                .collect();
+            let model = BPE::builder()
+                .vocab_and_merges(model_vocab(&vocab), merges)
+                .ignore_merges(ours.ignore_merges)
+                .build()
+                .expect("tokenizers' BPE");
+            let mut hf = tokenizers::Tokenizer::new(model);
+            hf.with_pre_tokenizer(Some(ours.pre.clone()));
+            Reference { vocab, ours, hf }
+        })
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let r = reference();
+        let mut ours = Vec::new();
+        r.ours.encode(&r.vocab, text, &mut ours).expect("ours");
+        let hf = r.hf.encode_fast(text, false).expect("tokenizers");
+        prop_assert_eq!(&ours[..], hf.get_ids(), "{:?}", text);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// The merges by rank give exactly the ids of `tokenizers`' BPE
+        /// model on text of words, numbers, punctuation, white space,
+        /// accents, CJK and emoji.
+        #[test]
+        fn merges_by_rank_equal_tokenizers_bpe(
+            text in "([a-zA-Z]{1,8}|[0-9]{1,5}|[ \t\n]{1,3}|[.,;:!?'\"()-]|[éüñßøå]|[中文字]|[😀🚀]|<\\|im_start\\|>){0,24}"
+        ) {
+            check(&text)?;
+        }
+    }
 
     #[test]
     fn pre_types_resolve() {
