@@ -18,22 +18,30 @@ cd "$(dirname "$0")/.."
 # (NODEVICE_SELECT silences a harmless Mesa warning).
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}" NODEVICE_SELECT=1
 
+# Runs one step, then prints how long it took (on stderr), so that a slow
+# step shows in the log.
+step() {
+  local start=$SECONDS
+  "$@"
+  echo "== $* took $((SECONDS - start)) s ($SECONDS s in all)" >&2
+}
+
 # Build everything first: tests, binaries, the bindings' library and their
 # generator, in one build with the features the whole workspace's tests
 # unify to, so nothing is compiled twice.
-cargo build --release --locked --workspace --all-targets
-./target/release/edgeloop pull smollm2-135m-instruct
-./target/release/edgeloop pull gemma3-270m
-cargo test --release --locked --workspace
+step cargo build --release --locked --workspace --all-targets
+step ./target/release/edgeloop pull smollm2-135m-instruct
+step ./target/release/edgeloop pull gemma3-270m
+step cargo test --release --locked --workspace
 
 # The bindings, generated from the library just built, and their tests.
-bash ffi/bindgen.sh --no-build
-python3 -m pytest -q ffi/tests/python
-bash ffi/tests/c/run.sh
-bash android/test-jvm.sh
+step bash ffi/bindgen.sh --no-build
+step python3 -m pytest -q ffi/tests/python
+step bash ffi/tests/c/run.sh
+step bash android/test-jvm.sh
 
-bash tests/mobile.sh
-bash tests/arm.sh
+step bash tests/mobile.sh
+step bash tests/arm.sh
 
 # Every fuzz target for 20 seconds from its seeds (AddressSanitizer on).
-bash fuzz/run.sh 20
+step bash fuzz/run.sh 20
