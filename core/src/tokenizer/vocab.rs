@@ -3,7 +3,6 @@
 //! (llama.cpp's `tokenizer_st_partition`).
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -138,6 +137,50 @@ impl Hasher for FxHasher {
 /// A `HashMap` with [`FxHasher`].
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// Token text → id over the vocabulary's own texts: the table holds only
+/// ids (a quarter of the memory of a map keyed by copies of the texts,
+/// which also had to be allocated one by one at every load).
+#[derive(Default)]
+struct TokenIndex {
+    table: hashbrown::HashTable<u32>,
+}
+
+impl TokenIndex {
+    fn hash(text: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&BuildHasherDefault::<FxHasher>::default(), text)
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            table: hashbrown::HashTable::with_capacity(n),
+        }
+    }
+
+    /// The id of `text` among `tokens`, the texts the ids were indexed by.
+    fn get(&self, tokens: &[String], text: &str) -> Option<u32> {
+        self.table
+            .find(Self::hash(text), |&id| tokens[id as usize] == text)
+            .copied()
+    }
+
+    /// Indexes `tokens[id]`; when an earlier id has the same text, returns
+    /// that id instead.
+    fn insert(&mut self, tokens: &[String], id: u32) -> std::result::Result<(), u32> {
+        let text = &tokens[id as usize];
+        let hasher = |&i: &u32| Self::hash(&tokens[i as usize]);
+        match self
+            .table
+            .entry(Self::hash(text), |&i| tokens[i as usize] == *text, hasher)
+        {
+            hashbrown::hash_table::Entry::Occupied(e) => Err(*e.get()),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(id);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A piece of input text and whether control tokens written in it may be
 /// recognized.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +245,7 @@ pub(crate) struct Vocab {
     tokens: Vec<String>,
     types: Vec<TokenType>,
     scores: Option<Vec<f32>>,
-    token_to_id: FxHashMap<String, u32>,
+    token_to_id: TokenIndex,
     /// The bytes each token decodes to (for control tokens: their text,
     /// emitted only when special tokens are not skipped).
     pieces: Vec<Box<[u8]>>,
@@ -308,28 +351,27 @@ impl Vocab {
         // Token texts. Like llama.cpp, an empty text becomes "[EMPTY_<id>]";
         // a duplicate text is an error (llama.cpp asserts on it), because the
         // text -> id map would silently lose one of the ids.
-        let mut tokens = Vec::with_capacity(n);
-        let mut token_to_id: FxHashMap<String, u32> =
-            FxHashMap::with_capacity_and_hasher(n, Default::default());
-        for (i, t) in spec.tokens.iter().enumerate() {
-            let text = if t.is_empty() {
-                log::warn!("tokenizer.ggml.tokens[{i}] is empty; renamed to [EMPTY_{i}]");
-                format!("[EMPTY_{i}]")
-            } else {
-                t.clone()
-            };
-            match token_to_id.entry(text) {
-                Entry::Occupied(e) => {
-                    return Err(TokenizerError::DuplicateToken {
-                        token: e.key().clone(),
-                        index: i,
-                        first: *e.get() as usize,
-                    })
+        let tokens: Vec<String> = spec
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    log::warn!("tokenizer.ggml.tokens[{i}] is empty; renamed to [EMPTY_{i}]");
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t.clone()
                 }
-                Entry::Vacant(e) => {
-                    tokens.push(e.key().clone());
-                    e.insert(i as u32);
-                }
+            })
+            .collect();
+        let mut token_to_id = TokenIndex::with_capacity(n);
+        for i in 0..n as u32 {
+            if let Err(first) = token_to_id.insert(&tokens, i) {
+                return Err(TokenizerError::DuplicateToken {
+                    token: tokens[i as usize].clone(),
+                    index: i as usize,
+                    first: first as usize,
+                });
             }
         }
 
@@ -405,7 +447,7 @@ impl Vocab {
                     return Err(malformed());
                 }
                 let lookup = |side: &str| {
-                    token_to_id.get(side).copied().ok_or_else(|| {
+                    token_to_id.get(&tokens, side).ok_or_else(|| {
                         TokenizerError::UnknownMergeToken {
                             merge: m.clone(),
                             index: i,
@@ -425,7 +467,7 @@ impl Vocab {
         // stop tokens for us (Gemma 3's "</s>" is the HTML strikethrough tag).
         let mut stop = Vec::new();
         for &text in EOG_TEXTS.iter().chain(FIM_TEXTS) {
-            if let Some(&id) = token_to_id.get(text) {
+            if let Some(id) = token_to_id.get(&tokens, text) {
                 let ty = &mut types[id as usize];
                 let eog = EOG_TEXTS.contains(&text);
                 if eog && *ty != TokenType::UserDefined && *ty != TokenType::Unused {
@@ -439,7 +481,7 @@ impl Vocab {
                 }
             }
         }
-        let eot = eot_given.or_else(|| EOT_TEXTS.iter().find_map(|t| token_to_id.get(*t).copied()));
+        let eot = eot_given.or_else(|| EOT_TEXTS.iter().find_map(|t| token_to_id.get(&tokens, t)));
         stop.extend(eos);
         stop.extend(eot);
         stop.sort_unstable();
@@ -541,7 +583,7 @@ impl Vocab {
     }
 
     pub fn id_of(&self, text: &str) -> Option<u32> {
-        self.token_to_id.get(text).copied()
+        self.token_to_id.get(&self.tokens, text)
     }
 
     pub fn ty(&self, id: u32) -> Option<TokenType> {
@@ -624,7 +666,7 @@ impl Vocab {
                 if !text.is_char_boundary(end) {
                     continue;
                 }
-                let Some(&id) = self.token_to_id.get(&text[i..end]) else {
+                let Some(id) = self.token_to_id.get(&self.tokens, &text[i..end]) else {
                     continue;
                 };
                 let eligible = match self.types[id as usize] {
