@@ -332,11 +332,6 @@ impl GpuContext {
         self.bind_groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bind groups kept for reuse by later submissions.
-    pub fn cached_bind_groups(&self) -> usize {
-        self.bind_groups().len()
-    }
-
     /// The kernel of entry point `entry` of the WGSL `source`, compiled
     /// once and cached under `key`. Shader and pipeline errors are returned
     /// as [`GpuError::Validation`].

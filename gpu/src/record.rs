@@ -68,11 +68,6 @@ impl BindGroupCache {
         self.groups
             .retain(|_, (_, used)| *used + KEEP_SUBMISSIONS > now);
     }
-
-    /// Bind groups held.
-    pub(crate) fn len(&self) -> usize {
-        self.groups.len()
-    }
 }
 
 /// Counts of one recording, for the debug log and tests.
