@@ -112,6 +112,18 @@ fn gpt2_encodes_with_merges_and_round_trips() {
 }
 
 #[test]
+fn gpt2_merges_lowest_rank_first_then_leftmost() {
+    let tok = Tokenizer::from_spec(&gpt2_spec()).unwrap();
+    // "l l" at both positions of "lll": the left one merges.
+    assert_eq!(names(&tok, &tok.encode("lll").unwrap()), ["ll", "l"]);
+    assert_eq!(names(&tok, &tok.encode("llll").unwrap()), ["ll", "ll"]);
+    // "h e" (rank 0) before "l l" (rank 1), then "he ll", then "hell o".
+    assert_eq!(names(&tok, &tok.encode("hello").unwrap()), ["hello"]);
+    assert_eq!(names(&tok, &tok.encode("hell").unwrap()), ["hell"]);
+    assert_eq!(names(&tok, &tok.encode("helll").unwrap()), ["hell", "l"]);
+}
+
+#[test]
 fn control_tokens_only_in_trusted_text() {
     let tok = Tokenizer::from_spec(&gpt2_spec()).unwrap();
     let plain = tok.encode("<|im_start|>user").unwrap();
