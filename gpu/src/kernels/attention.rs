@@ -7,7 +7,7 @@
 use crate::buffer::{uniform, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{dispatch, grid, WG};
+use crate::kernels::{grid, WG};
 use crate::record::Recorder;
 
 /// The largest head dimension the attention kernel takes.
@@ -157,8 +157,7 @@ pub fn kv_store(
     let pos = ctx.stage("positions", bytemuck::cast_slice(positions));
     let (gx, gy) = grid(((tokens * layer.kv_dim / 2) as u32).div_ceil(WG));
     let params = uniform(ctx, &[tokens as u32, layer.kv_dim as u32, gx]);
-    dispatch(
-        rec,
+    rec.dispatch(
         &pipeline,
         &[k, v, &pos, &layer.keys, &layer.values, &params],
         (gx, gy, 1),
@@ -247,8 +246,7 @@ pub fn attend(
             s.scale.to_bits(),
         ],
     );
-    dispatch(
-        rec,
+    rec.dispatch(
         &pipeline,
         &[q, &layer.keys, &layer.values, &pos, scratch, out, &params],
         (s.n_heads as u32, tokens as u32, 1),

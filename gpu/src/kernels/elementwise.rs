@@ -5,7 +5,7 @@
 use crate::buffer::{uniform, upload_bytes, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{dispatch, grid, with_round_f16, WG};
+use crate::kernels::{grid, with_round_f16, WG};
 use crate::record::Recorder;
 
 fn shape_err(what: &str) -> GpuError {
@@ -36,7 +36,7 @@ pub fn rms_norm(
     )?;
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, eps.to_bits(), gx]);
-    dispatch(rec, &pipeline, &[x, w, out, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[x, w, out, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -53,7 +53,7 @@ pub fn softmax(ctx: &GpuContext, rec: &mut Recorder, x: &GpuVec, cols: usize) ->
     )?;
     let (gx, gy) = grid(rows);
     let params = uniform(ctx, &[rows, cols as u32, gx]);
-    dispatch(rec, &pipeline, &[x, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[x, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -121,7 +121,7 @@ pub fn rope(
             gx,
         ],
     );
-    dispatch(rec, &pipeline, &[x, &pos, &table.buf, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[x, &pos, &table.buf, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -146,7 +146,7 @@ fn binary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx]);
-    dispatch(rec, &pipeline, &[a, b, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[a, b, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -182,7 +182,7 @@ fn unary(
     )?;
     let (gx, gy) = grid((a.len() as u32).div_ceil(WG));
     let params = uniform(ctx, &[a.len() as u32, gx, s.to_bits()]);
-    dispatch(rec, &pipeline, &[a, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[a, &params], (gx, gy, 1));
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::buffer::{plan_chunks, uniform, upload_bytes, Chunk, GpuVec};
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{dispatch, grid, WG};
+use crate::kernels::{grid, WG};
 use crate::quant::{ActFormat, WeightType};
 use crate::record::{Bind, Kernel, Recorder};
 
@@ -242,7 +242,7 @@ fn dispatch_chunks(
                 gx,
             ],
         );
-        dispatch(rec, pipeline, &[&c.buf, x, y, &params], (gx, gy, 1));
+        rec.dispatch(pipeline, &[&c.buf, x, y, &params], (gx, gy, 1));
     }
 }
 
@@ -292,7 +292,7 @@ fn record_round(
     let blocks = (len / format.block_len()) as u32;
     let (gx, gy) = grid(blocks.div_ceil(WG));
     let params = uniform(ctx, &[len as u32, gx]);
-    dispatch(rec, &pipeline, &[x, out, &params], (gx, gy, 1));
+    rec.dispatch(&pipeline, &[x, out, &params], (gx, gy, 1));
     Ok(())
 }
 
@@ -336,8 +336,7 @@ pub fn embed(
                 c.row_start as u32,
             ],
         );
-        dispatch(
-            rec,
+        rec.dispatch(
             &pipeline,
             &[&c.buf, &ids_buf, out, &params],
             ((w.cols as u32).div_ceil(WG), ids.len() as u32, 1),

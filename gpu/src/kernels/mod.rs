@@ -1,9 +1,5 @@
 //! Kernel wrappers: each compiles its WGSL once per context, binds buffers
-//! and records dispatches into a command encoder.
-
-use std::sync::Arc;
-
-use crate::record::{Bind, Kernel, Recorder};
+//! and records dispatches into a [`Recorder`](crate::record::Recorder).
 
 pub mod attention;
 pub mod elementwise;
@@ -29,14 +25,4 @@ pub(crate) fn grid(groups: u32) -> (u32, u32) {
     } else {
         (MAX_GROUPS, groups.div_ceil(MAX_GROUPS))
     }
-}
-
-/// Records one dispatch of `kernel` with `entries` bound in group 0.
-pub(crate) fn dispatch(
-    rec: &mut Recorder,
-    kernel: &Arc<Kernel>,
-    entries: &[&dyn Bind],
-    groups: (u32, u32, u32),
-) {
-    rec.dispatch(kernel, entries, groups);
 }
