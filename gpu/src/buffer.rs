@@ -135,8 +135,7 @@ impl GpuVec {
         width: usize,
     ) -> Option<GpuVec> {
         let offset = self.offset + (first * width * 4) as u64;
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
-        ((first + count) * width <= self.len && offset.is_multiple_of(align)).then(|| Self {
+        ((first + count) * width <= self.len && ctx.can_bind_at(offset)).then(|| Self {
             buf: self.buf.clone(),
             offset,
             len: count * width,

@@ -206,6 +206,12 @@ impl GpuContext {
             .max(4);
     }
 
+    /// Whether a storage binding may start at byte `offset` of a buffer
+    /// (a multiple of the device's `min_storage_buffer_offset_alignment`).
+    pub(crate) fn can_bind_at(&self, offset: u64) -> bool {
+        offset.is_multiple_of(u64::from(self.limits.min_storage_buffer_offset_alignment))
+    }
+
     /// Whether kernels use subgroup operations (on when the device has them).
     pub fn uses_subgroups(&self) -> bool {
         self.use_subgroups

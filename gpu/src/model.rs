@@ -712,10 +712,9 @@ impl SeqGroups {
                 }),
             }
         }
-        let align = ctx.limits().min_storage_buffer_offset_alignment as usize;
         let in_place = |start: usize| {
-            (start * c.q_dim() * 4).is_multiple_of(align)
-                && (start * c.kv_dim() * 4).is_multiple_of(align)
+            ctx.can_bind_at((start * c.q_dim() * 4) as u64)
+                && ctx.can_bind_at((start * c.kv_dim() * 4) as u64)
         };
         if !groups.iter().all(|g| in_place(g.start)) {
             for g in &mut groups {

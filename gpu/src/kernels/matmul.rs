@@ -176,7 +176,8 @@ pub fn matmul(
 /// (`shaders/matvec_acc.wgsl`): block types of 32 and 256 values.
 const VEC_UNIT: usize = 32;
 
-/// Rows of a workgroup of the block kernel (`shaders/matvec.wgsl`).
+/// Rows of a 64-thread workgroup of the block kernel
+/// (`shaders/matvec.wgsl`, which takes it as `ROWS`).
 const VEC_ROWS: u32 = 8;
 
 /// Records the product of a block-quantized matrix (32- and 256-value
@@ -204,7 +205,7 @@ fn record_blocks(
         &key,
         || {
             w.dtype.shader(&format!(
-                "const MAX_COLS: u32 = {max_cols}u;\n{}\n{}\n{acc}",
+                "const MAX_COLS: u32 = {max_cols}u;\nconst ROWS: u32 = {VEC_ROWS}u;\n{}\n{}\n{acc}",
                 include_str!("../shaders/matmul_params.wgsl"),
                 include_str!("../shaders/matvec.wgsl")
             ))

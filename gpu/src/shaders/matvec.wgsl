@@ -1,7 +1,7 @@
 // y[n][row_offset + r] = sum_c W[r][c] * x[n][c] for the rows of one chunk
-// of a quantized matrix and up to MAX_COLS activation columns (MAX_COLS is
-// prepended: 1 for decode, 16 otherwise). A workgroup of 64 threads takes
-// ROWS rows with TPR threads each: a row's threads stride over its
+// of a quantized matrix and up to MAX_COLS activation columns. MAX_COLS (1
+// for decode, 16 otherwise) and ROWS are prepended. A workgroup of 64
+// threads takes ROWS rows with TPR threads each: a row's threads stride over its
 // 32-value units (`row_dots`, from matvec_acc.wgsl or
 // matvec_acc_q8_1.wgsl), reading four weights at a time with the weight
 // type's `deq4`, and their sums are added in shared memory. `Params` comes
@@ -12,8 +12,7 @@
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-const TPR: u32 = 8u;  // threads per row
-const ROWS: u32 = 8u; // rows per workgroup (64 / TPR)
+const TPR: u32 = 64u / ROWS; // threads per row
 var<workgroup> partial: array<f32, MAX_COLS * 64u>;
 
 @compute @workgroup_size(64)
