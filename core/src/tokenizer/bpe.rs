@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::vocab::{FxHashMap, Vocab};
-use super::{hf_err, Result, TokenType, TokenizerError, TokenizerSpec};
+use super::{hf_err, Result, TokenizerError, TokenizerSpec};
 
 /// GPT-2's regex, shared by several pre-tokenizer types.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -159,7 +159,7 @@ pub(crate) fn model_vocab(vocab: &Vocab) -> tokenizers::models::bpe::Vocab {
         .enumerate()
         .map(|(id, text)| {
             let id = id as u32;
-            let key = if vocab.ty(id).is_some_and(TokenType::is_special) {
+            let key = if vocab.is_special(id) {
                 placeholder(id)
             } else {
                 text.clone()
@@ -208,7 +208,7 @@ impl ByteLevelBpe {
     pub(crate) fn new(spec: &TokenizerSpec, vocab: &Vocab) -> Result<Self> {
         let pre = pre_type(spec.pre.as_deref())?;
         let tokens = vocab.tokens();
-        let usable = |id: u32| !vocab.ty(id).is_some_and(TokenType::is_special);
+        let usable = |id: u32| !vocab.is_special(id);
         let mut ranks = FxHashMap::with_capacity_and_hasher(vocab.merges.len(), Default::default());
         let mut dropped = 0usize;
         let mut joined = String::new();
@@ -268,7 +268,7 @@ impl ByteLevelBpe {
     /// `symbols`.
     fn encode_piece(&self, vocab: &Vocab, piece: &str, symbols: &mut Vec<u32>) -> Result<()> {
         symbols.clear();
-        let usable = |id: &u32| !vocab.ty(*id).is_some_and(TokenType::is_special);
+        let usable = |id: &u32| !vocab.is_special(*id);
         if self.ignore_merges {
             if let Some(id) = vocab.id_of(piece).filter(usable) {
                 symbols.push(id);

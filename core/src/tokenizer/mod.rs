@@ -630,7 +630,7 @@ impl Tokenizer {
 
     /// Whether `id` is a control (or unknown) token.
     pub fn is_control(&self, id: u32) -> bool {
-        self.token_type(id).is_some_and(TokenType::is_special)
+        self.inner.vocab.is_special(id)
     }
 
     /// The ids that end generation: EOS, EOT and every token named

@@ -108,7 +108,7 @@ pub(crate) fn build(vocab: &Vocab, merges: &[(u32, u32)]) -> Result<tokenizers::
         .byte_fallback(true)
         .fuse_unk(true);
     if let Some(unk) = vocab.unk {
-        let name = if vocab.ty(unk).is_some_and(TokenType::is_special) {
+        let name = if vocab.is_special(unk) {
             placeholder(unk)
         } else {
             vocab.token(unk).unwrap_or_default().to_string()

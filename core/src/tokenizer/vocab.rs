@@ -590,6 +590,11 @@ impl Vocab {
         self.types.get(id as usize).copied()
     }
 
+    /// Whether `id` is a control or unknown token, which text never spells.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.ty(id).is_some_and(TokenType::is_special)
+    }
+
     pub fn types(&self) -> &[TokenType] {
         &self.types
     }
