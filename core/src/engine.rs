@@ -279,12 +279,10 @@ pub fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec> {
         tokens: meta
             .opt_strings("tokenizer.ggml.tokens")?
             .ok_or_else(|| crate::gguf::GgufError::MissingKey("tokenizer.ggml.tokens".into()))?
-            .to_vec(),
+            .clone(),
         scores: meta.opt_f32s("tokenizer.ggml.scores")?.map(<[f32]>::to_vec),
         token_types,
-        merges: meta
-            .opt_strings("tokenizer.ggml.merges")?
-            .map(<[String]>::to_vec),
+        merges: meta.opt_strings("tokenizer.ggml.merges")?.cloned(),
         bos_id: id("tokenizer.ggml.bos_token_id")?,
         eos_id: id("tokenizer.ggml.eos_token_id")?,
         unk_id: id("tokenizer.ggml.unknown_token_id")?,

@@ -312,7 +312,7 @@ fn any_value() -> impl Strategy<Value = Value> {
         float.clone().prop_map(Value::F32),
         any::<bool>().prop_map(Value::Bool),
         text.clone().prop_map(Value::String),
-        prop::collection::vec(text, 0..70).prop_map(|v| Value::Array(Array::String(v))),
+        prop::collection::vec(text, 0..70).prop_map(|v| Value::Array(Array::String(v.into()))),
         prop::collection::vec(int.prop_map(|v| v as i32), 0..70)
             .prop_map(|v| Value::Array(Array::I32(v))),
         prop::collection::vec(float, 0..70).prop_map(|v| Value::Array(Array::F32(v))),
@@ -515,7 +515,10 @@ fn write_fuzz_seeds() {
     let mut spm = edgeloop_core::gguf::GgufWriter::new();
     spm.set("general.architecture", Value::String("gemma3".into()))
         .set("tokenizer.ggml.model", Value::String("llama".into()))
-        .set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
+        .set(
+            "tokenizer.ggml.tokens",
+            Value::Array(Array::String(tokens.into())),
+        )
         .set("tokenizer.ggml.scores", Value::Array(Array::F32(scores)))
         .set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
         .set("tokenizer.ggml.unknown_token_id", Value::U32(0))

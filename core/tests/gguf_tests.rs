@@ -103,7 +103,7 @@ fn sample_writer() -> GgufWriter {
         .set("t.f64", Value::F64(-2.25))
         .set(
             "t.strings",
-            Value::Array(Array::String(vec!["a".into(), "ü€".into(), "".into()])),
+            Value::Array(Array::String(vec!["a", "ü€", ""].into())),
         )
         .set("t.f32s", Value::Array(Array::F32(vec![0.5, -1.0])))
         .set("t.i32s", Value::Array(Array::I32(vec![1, -2, 3])))
@@ -150,7 +150,10 @@ fn write_file_then_open_maps_it() {
 fn typed_getters_name_the_key_and_the_types() {
     let f = GgufFile::from_bytes(sample_writer().to_bytes().unwrap()).unwrap();
     let m = f.metadata();
-    assert_eq!(m.opt_strings("t.strings").unwrap().unwrap()[1], "ü€");
+    assert_eq!(
+        m.opt_strings("t.strings").unwrap().unwrap().get(1),
+        Some("ü€")
+    );
     let e = m.opt_strings("t.i32s").unwrap_err().to_string();
     assert!(
         e.contains("t.i32s") && e.contains("expected array of string, found array of i32"),
@@ -276,6 +279,48 @@ fn invalid_utf8_key() {
     r.0.extend_from_slice(&[0xff, 0xfe]);
     r.u32(4).u32(1);
     assert_rejects(r.bytes(), "not valid UTF-8");
+}
+
+/// A string array whose element 1 holds `bytes`, between two valid ones.
+fn string_array_with(bytes: &[u8]) -> Vec<u8> {
+    let mut r = Raw::header(3, 0, 1);
+    r.str("t").u32(9).u32(8).u64(3).str("ok");
+    r.u64(bytes.len() as u64);
+    r.0.extend_from_slice(bytes);
+    r.str("fine");
+    r.bytes()
+}
+
+#[test]
+fn invalid_utf8_in_a_string_array_names_the_element() {
+    assert!(GgufFile::from_bytes(string_array_with("ü€".as_bytes())).is_ok());
+    assert_rejects(
+        string_array_with(&[b'a', 0xff]),
+        "element 1 of value of metadata key \"t\" is not valid UTF-8",
+    );
+    // Halves of one character in two elements: the array's bytes, read
+    // back to back, are valid UTF-8, but neither element is.
+    let mut r = Raw::header(3, 0, 1);
+    r.str("t").u32(9).u32(8).u64(2);
+    r.u64(1);
+    r.0.push(0xc3);
+    r.u64(1);
+    r.0.push(0xbc);
+    assert_rejects(
+        r.bytes(),
+        "element 0 of value of metadata key \"t\" is not valid UTF-8",
+    );
+}
+
+#[test]
+fn string_array_element_past_the_end() {
+    let mut r = Raw::header(3, 0, 1);
+    r.str("t").u32(9).u32(8).u64(2).str("ok").u64(1000);
+    r.0.extend_from_slice(&[b'x'; 16]);
+    assert_rejects(
+        r.bytes(),
+        "element 1 of value of metadata key \"t\" has length 1000, above the limit",
+    );
 }
 
 #[test]

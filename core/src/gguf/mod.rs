@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::GgufError;
 pub use reader::{DEFAULT_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME_LEN};
-pub use value::{Array, Value, ValueType};
+pub use value::{Array, StringArray, Value, ValueType};
 pub use writer::GgufWriter;
 
 use crate::quant::GgmlType;
@@ -121,7 +121,7 @@ impl Metadata {
     }
 
     /// An optional array of strings.
-    pub fn opt_strings(&self, key: &str) -> Result<Option<&[String]>, GgufError> {
+    pub fn opt_strings(&self, key: &str) -> Result<Option<&StringArray>, GgufError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(Array::String(v))) => Ok(Some(v)),

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::error::GgufError;
-use super::value::{Array, Value, ValueType};
+use super::value::{Array, StringArray, Value, ValueType};
 use super::{Metadata, TensorInfo};
 use crate::quant::GgmlType;
 
@@ -85,6 +85,11 @@ impl<'a> Cursor<'a> {
 
     /// A length-prefixed UTF-8 string of at most `max` bytes.
     fn string(&mut self, max: u64, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+        self.str(max, what).map(str::to_string)
+    }
+
+    /// A length-prefixed UTF-8 string of at most `max` bytes, borrowed from the buffer.
+    fn str(&mut self, max: u64, what: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
         let at = self.offset();
         let len = self.u64(&|| format!("length of {}", what()))?;
         if len > max {
@@ -94,10 +99,24 @@ impl<'a> Cursor<'a> {
             });
         }
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| GgufError::Malformed {
+        std::str::from_utf8(bytes).map_err(|e| GgufError::Malformed {
             offset: at + 8,
             problem: format!("{} is not valid UTF-8 ({e})", what()),
         })
+    }
+
+    /// `n` length-prefixed strings, copied back to back and checked as
+    /// UTF-8 in one pass; `None` if one runs past the end or the text is not
+    /// UTF-8.
+    fn packed_strings(&mut self, n: usize) -> Option<StringArray> {
+        let mut text = Vec::new();
+        let mut ends = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.u64(&String::new).ok()?;
+            text.extend_from_slice(self.take(len, &String::new).ok()?);
+            ends.push(text.len());
+        }
+        StringArray::from_utf8(text, ends)
     }
 
     fn value_type(&mut self, what: &dyn Fn() -> String) -> Result<ValueType, GgufError> {
@@ -168,6 +187,19 @@ impl<'a> Cursor<'a> {
             });
         }
         let n = len as usize;
+        // Fixed-size numbers: one bounds check for the whole array.
+        macro_rules! read_numbers {
+            ($variant:ident, $t:ty) => {{
+                const SIZE: usize = std::mem::size_of::<$t>();
+                let bytes = self.take(len * SIZE as u64, what)?;
+                Array::$variant(
+                    bytes
+                        .chunks_exact(SIZE)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunks of SIZE")))
+                        .collect(),
+                )
+            }};
+        }
         macro_rules! read_all {
             ($variant:ident, $get:ident) => {{
                 let mut v = Vec::with_capacity(n);
@@ -183,16 +215,32 @@ impl<'a> Cursor<'a> {
         let array = match elem {
             ValueType::U8 => Array::U8(self.take(len, what)?.to_vec()),
             ValueType::I8 => Array::I8(self.take(len, what)?.iter().map(|&b| b as i8).collect()),
-            ValueType::U16 => read_all!(U16, U16),
-            ValueType::I16 => read_all!(I16, I16),
-            ValueType::U32 => read_all!(U32, U32),
-            ValueType::I32 => read_all!(I32, I32),
-            ValueType::F32 => read_all!(F32, F32),
+            ValueType::U16 => read_numbers!(U16, u16),
+            ValueType::I16 => read_numbers!(I16, i16),
+            ValueType::U32 => read_numbers!(U32, u32),
+            ValueType::I32 => read_numbers!(I32, i32),
+            ValueType::F32 => read_numbers!(F32, f32),
             ValueType::Bool => read_all!(Bool, Bool),
-            ValueType::String => read_all!(String, String),
-            ValueType::U64 => read_all!(U64, U64),
-            ValueType::I64 => read_all!(I64, I64),
-            ValueType::F64 => read_all!(F64, F64),
+            ValueType::String => {
+                let first = self.pos;
+                match self.packed_strings(n) {
+                    Some(strings) => Array::String(strings),
+                    None => {
+                        // Read again one by one, to name the element at fault.
+                        self.pos = first;
+                        for i in 0..n {
+                            self.str(self.remaining(), &|| format!("element {i} of {}", what()))?;
+                        }
+                        return Err(GgufError::Malformed {
+                            offset: first as u64,
+                            problem: format!("{} is not a valid string array", what()),
+                        });
+                    }
+                }
+            }
+            ValueType::U64 => read_numbers!(U64, u64),
+            ValueType::I64 => read_numbers!(I64, i64),
+            ValueType::F64 => read_numbers!(F64, f64),
             ValueType::Array => unreachable!(),
         };
         Ok(Value::Array(array))

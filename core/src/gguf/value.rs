@@ -1,6 +1,8 @@
 //! Metadata values: the typed key/value pairs of a GGUF header.
 
 use std::fmt;
+use std::ops::Index;
+use std::sync::Arc;
 
 /// The type tag of a metadata value, as stored in GGUF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +115,7 @@ pub enum Array {
     I32(Vec<i32>),
     F32(Vec<f32>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StringArray),
     U64(Vec<u64>),
     I64(Vec<i64>),
     F64(Vec<f64>),
@@ -296,5 +298,143 @@ impl fmt::Display for Value {
             Value::I64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v}"),
         }
+    }
+}
+
+/// An array of strings, packed: the texts back to back in one shared buffer,
+/// and where each one ends. A vocabulary's 50k–260k token texts are thus two
+/// allocations, not one per text, and cloning the array (into a tokenizer
+/// description, say) shares them instead of copying.
+#[derive(Clone, Default)]
+pub struct StringArray {
+    text: Arc<str>,
+    ends: Arc<[usize]>,
+}
+
+impl StringArray {
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the array has no strings.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The array of the strings that `text` holds back to back, each ending
+    /// at the next of `ends`; `None` unless `text` is UTF-8 and every end
+    /// (ascending, the last at the end of `text`) falls between characters.
+    pub fn from_utf8(text: Vec<u8>, ends: Vec<usize>) -> Option<Self> {
+        let text = String::from_utf8(text).ok()?;
+        let mut start = 0;
+        for &end in &ends {
+            if end < start || !text.is_char_boundary(end) {
+                return None;
+            }
+            start = end;
+        }
+        if start != text.len() {
+            return None;
+        }
+        Some(Self {
+            text: text.into(),
+            ends: ends.into(),
+        })
+    }
+
+    /// String `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        // SAFETY: every constructor checks, or ensures by appending whole
+        // `str`s, that the ends ascend and fall on character boundaries
+        // of `text`, the last at its end.
+        Some(unsafe { self.text.get_unchecked(start..end) })
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + DoubleEndedIterator + '_ {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    /// A copy of the strings as owned `String`s.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl Index<usize> for StringArray {
+    type Output = str;
+
+    /// String `i`; panics past the end, as slices do.
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(s) => s,
+            None => panic!(
+                "string index {i} out of range for an array of {}",
+                self.len()
+            ),
+        }
+    }
+}
+
+impl PartialEq for StringArray {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl fmt::Debug for StringArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StringArray {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for s in iter {
+            text.push_str(s.as_ref());
+            ends.push(text.len());
+        }
+        StringArray {
+            text: text.into(),
+            ends: ends.into(),
+        }
+    }
+}
+
+impl From<Vec<String>> for StringArray {
+    fn from(v: Vec<String>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl From<Vec<&str>> for StringArray {
+    fn from(v: Vec<&str>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a StringArray {
+    type Item = &'a str;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a str> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl serde::Serialize for StringArray {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StringArray {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(Self::from)
     }
 }

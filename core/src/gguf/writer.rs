@@ -243,7 +243,7 @@ fn write_value(w: &mut impl Write, v: &Value) -> io::Result<()> {
                     Ok(())
                 }
                 Array::String(v) => {
-                    for s in v {
+                    for s in v.iter() {
                         write_str(w, s)?;
                     }
                     Ok(())

@@ -17,10 +17,11 @@ use tokenizers::{
 };
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{hash_map::Entry, BinaryHeap};
 
 use super::vocab::{FxHashMap, Vocab};
-use super::{hf_err, Result, TokenizerError, TokenizerSpec};
+
+use super::{hf_err, Result, TokenizerError};
 
 /// GPT-2's regex, shared by several pre-tokenizer types.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -162,7 +163,7 @@ pub(crate) fn model_vocab(vocab: &Vocab) -> tokenizers::models::bpe::Vocab {
             let key = if vocab.is_special(id) {
                 placeholder(id)
             } else {
-                text.clone()
+                text.to_string()
             };
             (key, id)
         })
@@ -183,6 +184,36 @@ pub(crate) fn placeholder(id: u32) -> String {
 /// Built from the ids [`Vocab`] already resolved, it takes one hash insert
 /// per merge: building `tokenizers`' own BPE model rehashed every token
 /// and merge text and was most of the time to load a model.
+/// The pre-tokenizer of a byte-level vocabulary: the splitting regular
+/// expressions its `tokenizer.ggml.pre` names, then GPT-2's byte mapping.
+pub(crate) struct Splitter {
+    steps: Sequence,
+    ignore_merges: bool,
+}
+
+impl Splitter {
+    /// The pre-tokenizer named by `pre` (`tokenizer.ggml.pre`).
+    pub(crate) fn new(pre: Option<&str>) -> Result<Self> {
+        let pre = pre_type(pre)?;
+        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(pre.regexes.len() + 1);
+        for re in pre.regexes {
+            let split = Split::new(
+                SplitPattern::Regex((*re).to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(hf_err("compiling the pre-tokenizer regex"))?;
+            steps.push(split.into());
+        }
+        // Byte-level mapping only: the splitting was done above.
+        steps.push(ByteLevel::new(false, false, false).into());
+        Ok(Self {
+            steps: Sequence::new(steps),
+            ignore_merges: pre.ignore_merges,
+        })
+    }
+}
+
 pub(crate) struct ByteLevelBpe {
     pre: Sequence,
     /// `(left, right)` → `(rank, merged id)`.
@@ -200,13 +231,14 @@ impl std::fmt::Debug for ByteLevelBpe {
 }
 
 impl ByteLevelBpe {
-    /// The encoder of a validated byte-level BPE vocabulary.
+    /// The encoder of a validated byte-level BPE vocabulary, splitting text
+    /// with `pre` (built apart, so that its regular expressions can compile
+    /// while the vocabulary builds).
     ///
     /// Merges involving control tokens are dropped (such tokens never come
     /// out of text), and so are merges whose result is not a token (llama.cpp
     /// would fall back to bytes there) or that repeat an earlier pair.
-    pub(crate) fn new(spec: &TokenizerSpec, vocab: &Vocab) -> Result<Self> {
-        let pre = pre_type(spec.pre.as_deref())?;
+    pub(crate) fn new(pre: Splitter, vocab: &Vocab) -> Self {
         let tokens = vocab.tokens();
         let usable = |id: u32| !vocab.is_special(id);
         let mut ranks = FxHashMap::with_capacity_and_hasher(vocab.merges.len(), Default::default());
@@ -216,11 +248,14 @@ impl ByteLevelBpe {
             joined.clear();
             joined.push_str(&tokens[l as usize]);
             joined.push_str(&tokens[r as usize]);
-            let merged = vocab.id_of(&joined).filter(|&id| usable(id));
-            match merged {
-                Some(id) if usable(l) && usable(r) && !ranks.contains_key(&(l, r)) => {
-                    ranks.insert((l, r), (ranks.len() as u32, id));
-                }
+            let rank = ranks.len() as u32;
+            match vocab.id_of(&joined).filter(|&id| usable(id)) {
+                Some(id) if usable(l) && usable(r) => match ranks.entry((l, r)) {
+                    Entry::Vacant(e) => {
+                        e.insert((rank, id));
+                    }
+                    Entry::Occupied(_) => dropped += 1,
+                },
                 _ => dropped += 1,
             }
         }
@@ -230,23 +265,11 @@ impl ByteLevelBpe {
                  result not in the vocabulary, or a repeated pair)"
             );
         }
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(pre.regexes.len() + 1);
-        for re in pre.regexes {
-            let split = Split::new(
-                SplitPattern::Regex((*re).to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(hf_err("compiling the pre-tokenizer regex"))?;
-            steps.push(split.into());
-        }
-        // Byte-level mapping only: the splitting was done above.
-        steps.push(ByteLevel::new(false, false, false).into());
-        Ok(Self {
-            pre: Sequence::new(steps),
+        Self {
+            pre: pre.steps,
             ranks,
             ignore_merges: pre.ignore_merges,
-        })
+        }
     }
 
     /// Appends the ids of `text` (plain text: control-token texts in it are
@@ -377,7 +400,10 @@ mod tests {
             });
             let spec = crate::engine::tokenizer_spec(file.metadata()).expect("spec");
             let vocab = Vocab::from_spec(&spec, super::super::ModelKind::Gpt2).expect("vocab");
-            let ours = ByteLevelBpe::new(&spec, &vocab).expect("ours");
+            let ours = ByteLevelBpe::new(
+                Splitter::new(spec.pre.as_deref()).expect("splitter"),
+                &vocab,
+            );
             let merges: Vec<(String, String)> = ours
                 .ranks
                 .iter()
@@ -385,7 +411,7 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .map(|(_, l, r)| {
-                    let t = |id: u32| vocab.tokens()[id as usize].clone();
+                    let t = |id: u32| vocab.tokens()[id as usize].to_string();
                     (t(l), t(r))
                 })
                 .collect();

@@ -69,6 +69,8 @@ pub use stream::TokenStream;
 
 use vocab::{Segment, Vocab};
 
+pub use crate::gguf::StringArray;
+
 /// The tokenizer metadata of a GGUF file, as plain data.
 ///
 /// Field names mirror the GGUF keys given in the comments. The GGUF reader
@@ -83,14 +85,14 @@ pub struct TokenizerSpec {
     /// Only used by `"gpt2"` vocabularies.
     pub pre: Option<String>,
     /// `tokenizer.ggml.tokens`: token texts, indexed by id.
-    pub tokens: Vec<String>,
+    pub tokens: StringArray,
     /// `tokenizer.ggml.scores`: merge priorities for `"llama"` vocabularies.
     pub scores: Option<Vec<f32>>,
     /// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control,
     /// 4 user-defined, 5 unused, 6 byte (0 undefined).
     pub token_types: Option<Vec<i32>>,
     /// `tokenizer.ggml.merges`: `"left right"` pairs, highest priority first.
-    pub merges: Option<Vec<String>>,
+    pub merges: Option<StringArray>,
     /// `tokenizer.ggml.bos_token_id`.
     pub bos_id: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`.
@@ -397,14 +399,39 @@ impl Tokenizer {
     /// [`Tokenizer::load_or_build`] caches.
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Tokenizer> {
         let kind = ModelKind::parse(&spec.model)?;
+        if kind == ModelKind::Gpt2 {
+            return Self::byte_level(spec);
+        }
         let vocab = Vocab::from_spec(spec, kind)?;
-        let encoder = match kind {
-            ModelKind::Gpt2 => Encoder::Bpe(bpe::ByteLevelBpe::new(spec, &vocab)?),
-            ModelKind::Llama => {
-                Encoder::Hf(Box::new(spm::build(&vocab, &spm::rebuild_merges(&vocab))?))
-            }
-        };
-        Ok(Tokenizer::assemble(kind, vocab, encoder, spec))
+        let hf = spm::build(&vocab, &spm::rebuild_merges(&vocab))?;
+        Ok(Tokenizer::assemble(
+            kind,
+            vocab,
+            Encoder::Hf(Box::new(hf)),
+            spec,
+        ))
+    }
+
+    /// Builds a byte-level BPE tokenizer (`"gpt2"`). Its pre-tokenizer's
+    /// regular expressions compile on a second thread while the vocabulary
+    /// builds on this one.
+    fn byte_level(spec: &TokenizerSpec) -> Result<Tokenizer> {
+        let (vocab, pre) = std::thread::scope(|scope| {
+            let pre = scope.spawn(|| bpe::Splitter::new(spec.pre.as_deref()));
+            let vocab = Vocab::from_spec(spec, ModelKind::Gpt2);
+            let pre = pre
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (vocab, pre)
+        });
+        let vocab = vocab?;
+        let bpe = bpe::ByteLevelBpe::new(pre?, &vocab);
+        Ok(Tokenizer::assemble(
+            ModelKind::Gpt2,
+            vocab,
+            Encoder::Bpe(bpe),
+            spec,
+        ))
     }
 
     /// Like [`Tokenizer::from_spec`], but for `"llama"` vocabularies reuses
@@ -418,11 +445,10 @@ impl Tokenizer {
     /// in the file, so they are built directly and `cache_path` is not used.
     pub fn load_or_build(spec: &TokenizerSpec, cache_path: &Path) -> Result<Tokenizer> {
         let kind = ModelKind::parse(&spec.model)?;
-        let vocab = Vocab::from_spec(spec, kind)?;
         if kind == ModelKind::Gpt2 {
-            let bpe = bpe::ByteLevelBpe::new(spec, &vocab)?;
-            return Ok(Tokenizer::assemble(kind, vocab, Encoder::Bpe(bpe), spec));
+            return Self::byte_level(spec);
         }
+        let vocab = Vocab::from_spec(spec, kind)?;
         let hash = cache::spec_hash(spec);
         match cache::load(cache_path, &hash, vocab.len()) {
             Ok(merges) => match spm::build(&vocab, &merges) {

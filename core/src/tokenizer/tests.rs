@@ -16,6 +16,13 @@ fn byte_char(b: u8) -> char {
 
 /// A byte-level BPE vocabulary: 3 control tokens, the 256 byte characters,
 /// and a few merges.
+/// Replaces string `i` of `array` with `text`.
+fn set(array: &mut StringArray, i: usize, text: &str) {
+    let mut v = array.to_vec();
+    v[i] = text.to_string();
+    *array = v.into();
+}
+
 fn gpt2_spec() -> TokenizerSpec {
     let mut tokens: Vec<String> = vec![
         "<|endoftext|>".into(),
@@ -37,7 +44,7 @@ fn gpt2_spec() -> TokenizerSpec {
     TokenizerSpec {
         model: "gpt2".into(),
         pre: Some("smollm".into()),
-        tokens,
+        tokens: tokens.into(),
         token_types: Some(types),
         merges: Some(merges.iter().map(|s| s.to_string()).collect()),
         bos_id: Some(1),
@@ -81,7 +88,7 @@ fn spm_spec() -> TokenizerSpec {
     TokenizerSpec {
         model: "llama".into(),
         pre: Some("default".into()),
-        tokens,
+        tokens: tokens.into(),
         scores: Some(scores),
         token_types: Some(types),
         bos_id: Some(2),
@@ -228,7 +235,7 @@ fn validation_errors_name_the_problem() {
     expect_err(&s, "supported: gpt2, llama");
 
     let mut s = spm_spec();
-    s.tokens.clear();
+    s.tokens = StringArray::default();
     expect_err(&s, "empty vocabulary");
 
     let mut s = spm_spec();
@@ -245,9 +252,9 @@ fn validation_errors_name_the_problem() {
 
     let mut s = spm_spec();
     let i = s.tokens.iter().position(|t| t == "<0x41>").unwrap();
-    s.tokens[i] = "<0x-1>".into();
+    set(&mut s.tokens, i, "<0x-1>");
     expect_err(&s, &format!("<0x-1>\" at tokenizer.ggml.tokens[{i}]"));
-    s.tokens[i] = "<0xGG>".into();
+    set(&mut s.tokens, i, "<0xGG>");
     expect_err(&s, "<0xGG>");
 
     let mut s = spm_spec();
@@ -258,7 +265,7 @@ fn validation_errors_name_the_problem() {
     expect_err(&s, "tokenizer.ggml.eot_token_id");
 
     let mut s = spm_spec();
-    s.tokens[10] = "a".into();
+    set(&mut s.tokens, 10, "a");
     expect_err(&s, "duplicate token \"a\"");
 
     let mut s = spm_spec();
@@ -269,14 +276,14 @@ fn validation_errors_name_the_problem() {
     s.merges = None;
     expect_err(&s, "merges is required");
     let mut s = gpt2_spec();
-    s.merges.as_mut().unwrap()[2] = "hell".into();
+    set(s.merges.as_mut().unwrap(), 2, "hell");
     expect_err(&s, "merges[2]");
-    s.merges.as_mut().unwrap()[2] = "h e l".into();
+    set(s.merges.as_mut().unwrap(), 2, "h e l");
     expect_err(&s, "exactly one space");
-    s.merges.as_mut().unwrap()[2] = "h ".into();
+    set(s.merges.as_mut().unwrap(), 2, "h ");
     expect_err(&s, "merges[2]");
     let mut s = gpt2_spec();
-    s.merges.as_mut().unwrap()[1] = "l zz".into();
+    set(s.merges.as_mut().unwrap(), 1, "l zz");
     expect_err(&s, "unknown token \"zz\"");
     let mut s = gpt2_spec();
     s.pre = Some("mystery".into());
@@ -286,7 +293,7 @@ fn validation_errors_name_the_problem() {
 #[test]
 fn empty_tokens_are_renamed_like_llama_cpp() {
     let mut s = spm_spec();
-    s.tokens[6] = String::new();
+    set(&mut s.tokens, 6, "");
     let tok = Tokenizer::from_spec(&s).unwrap();
     assert_eq!(tok.token_str(6), Some("[EMPTY_6]"));
 }

@@ -8,6 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use super::{ModelKind, Result, TokenType, TokenizerError, TokenizerSpec};
+use crate::gguf::StringArray;
 
 /// Texts that llama.cpp treats as end-of-generation tokens; it also forces
 /// them to control type whatever the file says (`llama_vocab::impl::load`).
@@ -157,15 +158,15 @@ impl TokenIndex {
     }
 
     /// The id of `text` among `tokens`, the texts the ids were indexed by.
-    fn get(&self, tokens: &[String], text: &str) -> Option<u32> {
+    fn get(&self, tokens: &StringArray, text: &str) -> Option<u32> {
         self.table
-            .find(Self::hash(text), |&id| tokens[id as usize] == text)
+            .find(Self::hash(text), |&id| &tokens[id as usize] == text)
             .copied()
     }
 
     /// Indexes `tokens[id]`; when an earlier id has the same text, returns
     /// that id instead.
-    fn insert(&mut self, tokens: &[String], id: u32) -> std::result::Result<(), u32> {
+    fn insert(&mut self, tokens: &StringArray, id: u32) -> std::result::Result<(), u32> {
         let text = &tokens[id as usize];
         let hasher = |&i: &u32| Self::hash(&tokens[i as usize]);
         match self
@@ -178,6 +179,20 @@ impl TokenIndex {
                 Ok(())
             }
         }
+    }
+}
+
+/// The bytes each token decodes to, back to back, and where each ends.
+struct Pieces {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Pieces {
+    /// The bytes of token `id` (which the caller has range-checked).
+    fn get(&self, id: usize) -> &[u8] {
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.bytes[start..self.ends[id]]
     }
 }
 
@@ -242,13 +257,13 @@ pub(crate) enum Fragment {
 
 /// Validated token table.
 pub(crate) struct Vocab {
-    tokens: Vec<String>,
+    tokens: StringArray,
     types: Vec<TokenType>,
     scores: Option<Vec<f32>>,
     token_to_id: TokenIndex,
     /// The bytes each token decodes to (for control tokens: their text,
     /// emitted only when special tokens are not skipped).
-    pieces: Vec<Box<[u8]>>,
+    pieces: Pieces,
     /// For `"gpt2"`: the validated merges as id pairs, in priority order.
     pub merges: Vec<(u32, u32)>,
     /// Lengths (ascending) of the special/user-defined token texts, by first byte.
@@ -334,7 +349,7 @@ impl Vocab {
                 return Err(TokenizerError::InvalidScore {
                     score: scores[i],
                     index: i,
-                    token: spec.tokens[i].clone(),
+                    token: spec.tokens[i].to_string(),
                 });
             }
         }
@@ -351,24 +366,27 @@ impl Vocab {
         // Token texts. Like llama.cpp, an empty text becomes "[EMPTY_<id>]";
         // a duplicate text is an error (llama.cpp asserts on it), because the
         // text -> id map would silently lose one of the ids.
-        let tokens: Vec<String> = spec
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if t.is_empty() {
-                    log::warn!("tokenizer.ggml.tokens[{i}] is empty; renamed to [EMPTY_{i}]");
-                    format!("[EMPTY_{i}]")
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
+        let tokens = if spec.tokens.iter().any(str::is_empty) {
+            spec.tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    if t.is_empty() {
+                        log::warn!("tokenizer.ggml.tokens[{i}] is empty; renamed to [EMPTY_{i}]");
+                        format!("[EMPTY_{i}]")
+                    } else {
+                        t.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            spec.tokens.clone()
+        };
         let mut token_to_id = TokenIndex::with_capacity(n);
         for i in 0..n as u32 {
             if let Err(first) = token_to_id.insert(&tokens, i) {
                 return Err(TokenizerError::DuplicateToken {
-                    token: tokens[i as usize].clone(),
+                    token: tokens[i as usize].to_string(),
                     index: i as usize,
                     first: first as usize,
                 });
@@ -384,7 +402,7 @@ impl Vocab {
                         TokenizerError::InvalidTokenType {
                             ty,
                             index: i,
-                            token: tokens[i].clone(),
+                            token: tokens[i].to_string(),
                         }
                     })?;
                     types.push(t);
@@ -394,7 +412,7 @@ impl Vocab {
                 // llama.cpp treats every token as normal then. For SentencePiece
                 // vocabularies we still recognize <0xHH> texts as byte tokens,
                 // otherwise byte fallback could not decode.
-                for t in &tokens {
+                for t in tokens.iter() {
                     let byte = kind == ModelKind::Llama && parse_byte_token(t).is_some();
                     types.push(if byte {
                         TokenType::Byte
@@ -407,7 +425,7 @@ impl Vocab {
         for (i, t) in tokens.iter().enumerate() {
             if types[i] == TokenType::Byte && parse_byte_token(t).is_none() {
                 return Err(TokenizerError::MalformedByteToken {
-                    token: t.clone(),
+                    token: t.to_string(),
                     index: i,
                 });
             }
@@ -439,7 +457,7 @@ impl Vocab {
             merges.reserve(raw.len());
             for (i, m) in raw.iter().enumerate() {
                 let malformed = || TokenizerError::MalformedMerge {
-                    merge: m.clone(),
+                    merge: m.to_string(),
                     index: i,
                 };
                 let (l, r) = m.split_once(' ').ok_or_else(malformed)?;
@@ -449,7 +467,7 @@ impl Vocab {
                 let lookup = |side: &str| {
                     token_to_id.get(&tokens, side).ok_or_else(|| {
                         TokenizerError::UnknownMergeToken {
-                            merge: m.clone(),
+                            merge: m.to_string(),
                             index: i,
                             token: side.to_string(),
                         }
@@ -534,40 +552,48 @@ impl Vocab {
     }
 
     /// What each token decodes to, following llama.cpp's `token_to_piece`.
-    fn pieces(kind: ModelKind, tokens: &[String], types: &[TokenType]) -> Vec<Box<[u8]>> {
+    fn pieces(kind: ModelKind, tokens: &StringArray, types: &[TokenType]) -> Pieces {
         let inverse = (kind == ModelKind::Gpt2).then(byte_level_inverse);
-        tokens
-            .iter()
-            .zip(types)
-            .map(|(t, ty)| -> Box<[u8]> {
-                match ty {
-                    TokenType::Control | TokenType::Unknown | TokenType::UserDefined => {
-                        t.as_bytes().into()
-                    }
-                    TokenType::Byte => [parse_byte_token(t).unwrap_or(0)].into(),
-                    TokenType::Unused | TokenType::Undefined => Box::default(),
-                    TokenType::Normal => match &inverse {
-                        Some(inv) => {
-                            let mut out = Vec::with_capacity(t.len());
-                            for c in t.chars() {
-                                match inv.get(&c) {
-                                    Some(&b) => out.push(b),
-                                    // llama.cpp writes "[UNK_BYTE_..]" here; we
-                                    // keep the character itself, which is what
-                                    // such (malformed) vocabularies mean.
-                                    None => {
-                                        let mut buf = [0u8; 4];
-                                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                                    }
+        let mut pieces = Pieces {
+            bytes: Vec::with_capacity(tokens.iter().map(str::len).sum()),
+            ends: Vec::with_capacity(tokens.len()),
+        };
+        for (t, ty) in tokens.iter().zip(types) {
+            let out = &mut pieces.bytes;
+            match ty {
+                TokenType::Control | TokenType::Unknown | TokenType::UserDefined => {
+                    out.extend_from_slice(t.as_bytes())
+                }
+                TokenType::Byte => out.push(parse_byte_token(t).unwrap_or(0)),
+                TokenType::Unused | TokenType::Undefined => {}
+                TokenType::Normal => match &inverse {
+                    Some(inv) => {
+                        for c in t.chars() {
+                            match inv.get(&c) {
+                                Some(&b) => out.push(b),
+                                // llama.cpp writes "[UNK_BYTE_..]" here; we
+                                // keep the character itself, which is what
+                                // such (malformed) vocabularies mean.
+                                None => {
+                                    let mut buf = [0u8; 4];
+                                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                                 }
                             }
-                            out.into()
                         }
-                        None => t.replace('\u{2581}', " ").into_bytes().into(),
-                    },
-                }
-            })
-            .collect()
+                    }
+                    None => {
+                        for (k, part) in t.split('\u{2581}').enumerate() {
+                            if k > 0 {
+                                out.push(b' ');
+                            }
+                            out.extend_from_slice(part.as_bytes());
+                        }
+                    }
+                },
+            }
+            pieces.ends.push(out.len());
+        }
+        pieces
     }
 
     pub fn len(&self) -> usize {
@@ -575,10 +601,10 @@ impl Vocab {
     }
 
     pub fn token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.tokens.get(id as usize)
     }
 
-    pub fn tokens(&self) -> &[String] {
+    pub fn tokens(&self) -> &StringArray {
         &self.tokens
     }
 
@@ -624,7 +650,7 @@ impl Vocab {
         if skip_special && ty.is_special() {
             return Ok(());
         }
-        let mut piece: &[u8] = &self.pieces[id as usize];
+        let mut piece = self.pieces.get(id as usize);
         if piece.is_empty() {
             return Ok(());
         }

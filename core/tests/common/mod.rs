@@ -103,11 +103,11 @@ pub fn tiny_llama_writer(edit: impl FnOnce(&mut GgufWriter, &mut Vec<TinyTensor>
         .set("llama.attention.head_count_kv", Value::U32(1))
         .set("tokenizer.ggml.model", Value::String("gpt2".into()))
         .set("tokenizer.ggml.pre", Value::String("smollm".into()))
-        .set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
+        .set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens.into())))
         .set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
         .set(
             "tokenizer.ggml.merges",
-            Value::Array(Array::String(merges.map(String::from).to_vec())),
+            Value::Array(Array::String(merges.map(String::from).to_vec().into())),
         )
         .set("tokenizer.ggml.bos_token_id", Value::U32(1))
         .set("tokenizer.ggml.eos_token_id", Value::U32(2))
