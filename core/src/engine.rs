@@ -1,7 +1,7 @@
 //! [`Engine`]: a model file opened for use — weights, tokenizer, chat
 //! template and the threads that run them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,6 @@ pub struct EngineOptions {
     /// Upper bound on model bytes plus KV cache bytes; requests beyond it
     /// are refused before anything is allocated.
     pub memory_budget: Option<u64>,
-    /// Where to cache the built tokenizer (default: beside the model file).
-    pub tokenizer_cache: Option<PathBuf>,
 }
 
 /// What to generate from.
@@ -74,11 +72,7 @@ impl Engine {
         let model = Arc::new(Model::from_gguf(file.clone())?);
         let modelled = start.elapsed();
         let spec = tokenizer_spec(file.metadata())?;
-        let cache = options
-            .tokenizer_cache
-            .clone()
-            .unwrap_or_else(|| tokenizer_cache_beside(path));
-        let tokenizer = Tokenizer::load_or_build(&spec, &cache)?;
+        let tokenizer = Tokenizer::from_spec(&spec)?;
         let tokenized = start.elapsed();
         if tokenizer.vocab_size() > model.config().vocab_size {
             return Err(Error::Invalid(format!(
@@ -236,16 +230,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// `model.gguf` → `model.gguf.tokenizer.json` in the same directory.
-fn tokenizer_cache_beside(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tokenizer.json");
-    path.with_file_name(name)
 }
 
 /// The tokenizer description held in GGUF metadata.

@@ -110,7 +110,7 @@ enum Outcome {
 }
 
 /// Parses, loads the model and builds the tokenizer and chat template, as
-/// `Engine::load` does (minus the tokenizer cache file); returns what loaded.
+/// `Engine::load` does; returns what loaded.
 fn parse_and_load(bytes: Vec<u8>) -> (Outcome, Option<Model>) {
     let file = match GgufFile::from_bytes(bytes) {
         Ok(f) => Arc::new(f),

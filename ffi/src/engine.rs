@@ -44,10 +44,6 @@ pub struct EngineConfig {
     /// model cache, `$EDGELOOP_MODELS_DIR` or `~/.cache/edgeloop/models`).
     #[uniffi(default = None)]
     pub models_dir: Option<String>,
-    /// A writable folder for the built tokenizer (default: beside the model
-    /// file; apps whose models sit in read-only storage set this).
-    #[uniffi(default = None)]
-    pub cache_dir: Option<String>,
 }
 
 /// What was opened.
@@ -128,10 +124,6 @@ impl Engine {
                 .map(PathBuf::from)
                 .unwrap_or_else(manifest::cache_dir);
             let (path, name) = locate(&model, &models_dir)?;
-            let tokenizer_cache = config.cache_dir.as_ref().map(|d| {
-                let file = path.file_name().unwrap_or_default().to_string_lossy();
-                Path::new(d).join(format!("{file}.tokenizer.json"))
-            });
             // The GPU search runs while the model loads.
             let probe = edgeloop_gpu::Probe::start(choice);
             let mut core = edgeloop_core::Engine::load(
@@ -140,7 +132,6 @@ impl Engine {
                     threads: config.threads as usize,
                     context: config.context as usize,
                     memory_budget: config.memory_budget_bytes,
-                    tokenizer_cache,
                 },
             )?;
             let selection = probe

@@ -147,34 +147,6 @@ fn pre_type(pre: Option<&str>) -> Result<&'static PreType> {
         })
 }
 
-/// The names of the control/unknown tokens inside the `tokenizers` model.
-///
-/// They are replaced by placeholders that no input can spell (they contain
-/// U+FFFF, a noncharacter, and no merge produces them), so the model can
-/// never emit a control id from text; special tokens are matched by
-/// [`Vocab::partition`] instead.
-pub(crate) fn model_vocab(vocab: &Vocab) -> tokenizers::models::bpe::Vocab {
-    vocab
-        .tokens()
-        .iter()
-        .enumerate()
-        .map(|(id, text)| {
-            let id = id as u32;
-            let key = if vocab.is_special(id) {
-                placeholder(id)
-            } else {
-                text.to_string()
-            };
-            (key, id)
-        })
-        .collect()
-}
-
-/// See [`model_vocab`].
-pub(crate) fn placeholder(id: u32) -> String {
-    format!("\u{FFFF}special:{id}\u{FFFF}")
-}
-
 /// A byte-level BPE encoder: `tokenizers`' pre-tokenizer (the regex splits
 /// of [`PreType`], then GPT-2's byte-to-character mapping) and the merges
 /// applied to each piece by rank over token ids, as llama.cpp's
@@ -376,6 +348,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use tokenizers::models::bpe::BPE;
+
+    /// The names of the control/unknown tokens inside the `tokenizers` model.
+    ///
+    /// They are replaced by placeholders that no input can spell (they contain
+    /// U+FFFF, a noncharacter, and no merge produces them), so the model can
+    /// never emit a control id from text; special tokens are matched by
+    /// [`Vocab::partition`] instead.
+    fn model_vocab(vocab: &Vocab) -> tokenizers::models::bpe::Vocab {
+        vocab
+            .tokens()
+            .iter()
+            .enumerate()
+            .map(|(id, text)| {
+                let id = id as u32;
+                let key = if vocab.is_special(id) {
+                    placeholder(id)
+                } else {
+                    text.to_string()
+                };
+                (key, id)
+            })
+            .collect()
+    }
+
+    /// See [`model_vocab`].
+    fn placeholder(id: u32) -> String {
+        format!("\u{FFFF}special:{id}\u{FFFF}")
+    }
 
     /// SmolLM2's vocabulary (the real model file, pulled by the test
     /// script), with `tokenizers`' own BPE model built from its texts as the

@@ -10,19 +10,18 @@
 //!   The pre-tokenizer regexes are chosen from `tokenizer.ggml.pre` exactly as
 //!   llama.cpp does (see [`bpe`]).
 //! * `"llama"`: SentencePiece-style vocabularies with scores and byte fallback
-//!   (Gemma, Llama 2...). GGUF stores no merges for them; the merges are
-//!   rebuilt from the vocabulary and the scores (see [`spm`]), which is slow
-//!   for large vocabularies, hence the on-disk cache in [`cache`].
+//!   (Gemma, Llama 2...). GGUF stores no merges for them; adjacent symbols
+//!   are merged by the score of the token they form, as llama.cpp does (see
+//!   [`spm`]).
 //!
-//! The heavy lifting (regex pre-tokenization, BPE merging) is done by a
-//! `tokenizers::Tokenizer`. Special tokens are *not* registered in it: this
-//! module splits them out itself (`Vocab::partition`, llama.cpp's
-//! `tokenizer_st_partition`) so that it can decide, per region of the input,
-//! whether control tokens may be recognized. That is what makes
-//! [`Tokenizer::encode`] safe against prompt injection: text written by a
-//! user can never produce a control id such as `<|im_start|>` or
-//! `<start_of_turn>`. Inside the `tokenizers` model, control tokens are
-//! renamed to placeholders no text can spell, so it cannot emit them either.
+//! `tokenizers` does the regex pre-tokenization of byte-level vocabularies;
+//! the merging is this module's own, over token ids. Special tokens are
+//! split out first (`Vocab::partition`, llama.cpp's `tokenizer_st_partition`)
+//! so that this module can decide, per region of the input, whether control
+//! tokens may be recognized. That is what makes [`Tokenizer::encode`] safe
+//! against prompt injection: text written by a user can never produce a
+//! control id such as `<|im_start|>` or `<start_of_turn>`. Neither merging
+//! can produce a control token either.
 //!
 //! Token types follow llama.cpp's `llama_token_type`: control (3) and unknown
 //! (2) tokens are only recognized in trusted text
@@ -53,13 +52,11 @@
 //!   channel tokens) are not replicated.
 
 pub mod bpe;
-pub mod cache;
 pub mod chat;
 pub mod spm;
 pub mod stream;
 pub mod vocab;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use chat::{
@@ -229,11 +226,13 @@ pub enum TokenizerError {
         /// The number of tokens.
         vocab_size: usize,
     },
-    /// Text holds a character whose byte has no token of its own in a
-    /// byte-level vocabulary (which should hold all 256).
-    #[error("no token for the byte-level character {ch:?} (U+{code:04X}): the vocabulary lacks one of the 256 byte tokens", code = *ch as u32)]
+    /// Text holds a character that can only be spelled with byte tokens,
+    /// and the vocabulary lacks one of them (and, for SentencePiece-style
+    /// vocabularies, an unknown token to stand in).
+    #[error("no token for the character {ch:?} (U+{code:04X}): the vocabulary lacks a byte token it needs", code = *ch as u32)]
     NoByteToken {
-        /// GPT-2's character for the byte.
+        /// The character (for byte-level vocabularies, GPT-2's character
+        /// for the byte).
         ch: char,
     },
     /// `encode_prompt(.., add_bos = true)` on a vocabulary without bos.
@@ -245,14 +244,6 @@ pub enum TokenizerError {
         /// What we were doing.
         context: &'static str,
         /// The library's message.
-        message: String,
-    },
-    /// The tokenizer cache could not be written.
-    #[error("tokenizer cache {path}: {message}")]
-    Cache {
-        /// The cache file.
-        path: PathBuf,
-        /// What went wrong.
         message: String,
     },
     /// The chat template does not parse.
@@ -375,9 +366,8 @@ struct Inner {
 enum Encoder {
     /// Byte-level BPE (`"gpt2"`): merges over ids.
     Bpe(bpe::ByteLevelBpe),
-    /// SentencePiece-style vocabularies (`"llama"`): `tokenizers`' BPE with
-    /// the merges rebuilt from scores.
-    Hf(Box<tokenizers::Tokenizer>),
+    /// SentencePiece-style vocabularies (`"llama"`): merges by score.
+    Spm(spm::SpmEncoder),
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -392,24 +382,15 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Validates `spec` and builds the tokenizer from scratch.
-    ///
-    /// For `"llama"` vocabularies this rebuilds the merges from the scores
-    /// (see [`spm`]; about 1 s of CPU for Gemma 3's 262k tokens), which
-    /// [`Tokenizer::load_or_build`] caches.
+    /// Validates `spec` and builds the tokenizer.
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Tokenizer> {
         let kind = ModelKind::parse(&spec.model)?;
         if kind == ModelKind::Gpt2 {
             return Self::byte_level(spec);
         }
         let vocab = Vocab::from_spec(spec, kind)?;
-        let hf = spm::build(&vocab, &spm::rebuild_merges(&vocab))?;
-        Ok(Tokenizer::assemble(
-            kind,
-            vocab,
-            Encoder::Hf(Box::new(hf)),
-            spec,
-        ))
+        let spm = spm::SpmEncoder::new(&vocab);
+        Ok(Tokenizer::assemble(kind, vocab, Encoder::Spm(spm), spec))
     }
 
     /// Builds a byte-level BPE tokenizer (`"gpt2"`). Its pre-tokenizer's
@@ -430,55 +411,6 @@ impl Tokenizer {
             ModelKind::Gpt2,
             vocab,
             Encoder::Bpe(bpe),
-            spec,
-        ))
-    }
-
-    /// Like [`Tokenizer::from_spec`], but for `"llama"` vocabularies reuses
-    /// the merges rebuilt earlier and stored at `cache_path` (JSON), when
-    /// they were built from an identical spec.
-    ///
-    /// The cache file records a SHA-256 of the spec and of its own payload;
-    /// a missing, stale, corrupt or unusable cache is rebuilt and rewritten
-    /// atomically (temp file + rename). A cache that cannot be written is
-    /// logged and otherwise ignored. `"gpt2"` vocabularies carry their merges
-    /// in the file, so they are built directly and `cache_path` is not used.
-    pub fn load_or_build(spec: &TokenizerSpec, cache_path: &Path) -> Result<Tokenizer> {
-        let kind = ModelKind::parse(&spec.model)?;
-        if kind == ModelKind::Gpt2 {
-            return Self::byte_level(spec);
-        }
-        let vocab = Vocab::from_spec(spec, kind)?;
-        let hash = cache::spec_hash(spec);
-        match cache::load(cache_path, &hash, vocab.len()) {
-            Ok(merges) => match spm::build(&vocab, &merges) {
-                Ok(hf) => {
-                    return Ok(Tokenizer::assemble(
-                        kind,
-                        vocab,
-                        Encoder::Hf(Box::new(hf)),
-                        spec,
-                    ))
-                }
-                Err(e) => log::warn!(
-                    "tokenizer cache {} unusable ({e}); rebuilding",
-                    cache_path.display()
-                ),
-            },
-            Err(why) => log::info!(
-                "tokenizer cache {} not used ({why}); building",
-                cache_path.display()
-            ),
-        }
-        let merges = spm::rebuild_merges(&vocab);
-        let hf = spm::build(&vocab, &merges)?;
-        if let Err(e) = cache::store(cache_path, &hash, &merges) {
-            log::warn!("{e}");
-        }
-        Ok(Tokenizer::assemble(
-            kind,
-            vocab,
-            Encoder::Hf(Box::new(hf)),
             spec,
         ))
     }
@@ -555,12 +487,7 @@ impl Tokenizer {
                     };
                     match &inner.encoder {
                         Encoder::Bpe(bpe) => bpe.encode(&inner.vocab, piece, &mut out)?,
-                        Encoder::Hf(hf) => {
-                            let enc = hf
-                                .encode_fast(piece, false)
-                                .map_err(hf_err("encoding text"))?;
-                            out.extend_from_slice(enc.get_ids());
-                        }
+                        Encoder::Spm(spm) => spm.encode(&inner.vocab, piece, &mut out)?,
                     }
                     prev_special = false;
                 }

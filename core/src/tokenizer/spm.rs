@@ -1,33 +1,25 @@
 //! SentencePiece-style vocabularies (`tokenizer.ggml.model = "llama"`).
 //!
-//! llama.cpp's `llm_tokenizer_spm` starts from single characters and keeps
-//! merging the adjacent pair whose concatenation is the vocabulary token with
-//! the highest score (ties: leftmost), then spells leftover symbols as byte
-//! tokens. GGUF stores no merges for these vocabularies, so we rebuild them:
-//! every split `(l, r)` of a token `t = l + r` with both halves in the
-//! vocabulary is a merge, ranked by `t`'s score (descending), then `t`'s id,
-//! then longer `l` first. A BPE model with those merges, byte fallback and
-//! fused unknowns performs the same greedy merging. The normalizer maps
-//! `' '` to `'▁'` (llama.cpp's `llama_escape_whitespace`); the decoder undoes
-//! it, resolves byte tokens and fuses.
+//! As llama.cpp's `llm_tokenizer_spm`: the text, with spaces written as
+//! `'▁'`, starts as one symbol per character; the adjacent pair whose
+//! concatenation is the vocabulary token with the highest score (ties: the
+//! leftmost) is merged, again and again, until no pair forms a token. Each
+//! symbol left is then its token, or, if it is none, its bytes as byte
+//! tokens (`<0xHH>`). Nothing is built at load beyond the byte-token table:
+//! the merge candidates are looked up in the vocabulary as they arise.
 //!
-//! Only normal (and unused/undefined) tokens can be merge results: llama.cpp
-//! could in principle assemble a control or byte token from plain text
-//! through a chain of merges, which would defeat prompt-injection safety; on
-//! Gemma 3 no such chain exists (checked for `<bos>`, `<start_of_turn>`,
-//! `<0x41>`...), so this costs no fidelity there.
+//! Only normal (and unused/undefined) tokens can be merge results, and a
+//! lone character that spells a control token falls back to bytes: llama.cpp
+//! could in principle assemble a control token from plain text, which would
+//! defeat prompt-injection safety; on Gemma 3 no such chain exists (checked
+//! for `<bos>`, `<start_of_turn>`, `<0x41>`...), so this costs no fidelity
+//! there.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
-use tokenizers::decoders::byte_fallback::ByteFallback;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
-use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::replace::Replace;
-
-use super::bpe::{model_vocab, placeholder};
-use super::vocab::Vocab;
-use super::{hf_err, Result, TokenType, TokenizerError};
+use super::vocab::{parse_byte_token, Vocab};
+use super::{Result, TokenType, TokenizerError};
 
 /// Whether a token of this type may be produced by merging.
 fn mergeable(ty: TokenType) -> bool {
@@ -37,95 +29,175 @@ fn mergeable(ty: TokenType) -> bool {
     )
 }
 
-/// Rebuilds the merge list of a SentencePiece vocabulary as `(left, right)`
-/// id pairs, highest priority first. See the module documentation for the
-/// ranking.
-pub(crate) fn rebuild_merges(vocab: &Vocab) -> Vec<(u32, u32)> {
-    let tokens = vocab.tokens();
-    let types = vocab.types();
-    let scores = vocab.scores();
+/// The encoder of a validated SentencePiece-style vocabulary.
+pub(crate) struct SpmEncoder {
+    /// The byte token of each byte value, where the vocabulary has one.
+    bytes: [Option<u32>; 256],
+}
 
-    // Halves are symbols llama.cpp's merging can hold: substrings of the
-    // input that are tokens. Control tokens are renamed in the model and byte
-    // tokens are only produced by fallback, so neither qualifies.
-    let part = |s: &str| {
-        vocab.id_of(s).filter(|&id| {
-            let ty = types[id as usize];
-            !ty.is_special() && ty != TokenType::Byte
-        })
-    };
+/// A symbol of the text being merged: a byte range, linked to its
+/// neighbours (`usize::MAX`: none). A symbol merged into its left neighbour
+/// has length 0.
+#[derive(Clone, Copy)]
+struct Symbol {
+    start: usize,
+    len: usize,
+    prev: usize,
+    next: usize,
+}
 
-    let mut order: Vec<u32> = (0..tokens.len() as u32)
-        .filter(|&id| mergeable(types[id as usize]) && tokens[id as usize].chars().nth(1).is_some())
-        .collect();
-    let score = |id: u32| scores.map_or(0.0, |s| s[id as usize]);
-    order.sort_by(|&a, &b| {
-        score(b)
-            .partial_cmp(&score(a))
-            .unwrap_or(Ordering::Equal)
-            .then(a.cmp(&b))
-    });
+const NONE: usize = usize::MAX;
 
-    let mut merges = Vec::with_capacity(order.len() * 2);
-    for id in order {
-        let t = &tokens[id as usize];
-        // Split points from the right: longer left halves first.
-        for (k, _) in t.char_indices().rev() {
-            if k == 0 {
-                continue;
-            }
-            let (l, r) = t.split_at(k);
-            if let Some(l) = part(l) {
-                if let Some(r) = part(r) {
-                    merges.push((l, r));
+/// A candidate merge of symbol `left` with the one after it, whose texts
+/// were `size` bytes together when it was found.
+struct Bigram {
+    score: f32,
+    left: usize,
+    size: usize,
+}
+
+impl Ord for Bigram {
+    /// Higher score first, then the leftmost (a max-heap pops the greatest).
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(other.left.cmp(&self.left))
+    }
+}
+
+impl PartialOrd for Bigram {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Bigram {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Bigram {}
+
+impl SpmEncoder {
+    /// The encoder of `vocab`: finds its byte tokens.
+    pub(crate) fn new(vocab: &Vocab) -> Self {
+        let mut bytes = [None; 256];
+        for (id, &ty) in vocab.types().iter().enumerate() {
+            if ty == TokenType::Byte {
+                let text = vocab.token(id as u32).unwrap_or_default();
+                if let Some(b) = parse_byte_token(text) {
+                    bytes[b as usize].get_or_insert(id as u32);
                 }
             }
         }
+        Self { bytes }
     }
-    merges
-}
 
-/// Builds the `tokenizers` model for a validated SentencePiece vocabulary
-/// from its merges ([`rebuild_merges`], possibly cached). Merges naming ids
-/// out of range or whose result is not a token are an error.
-pub(crate) fn build(vocab: &Vocab, merges: &[(u32, u32)]) -> Result<tokenizers::Tokenizer> {
-    let text = |id: u32| {
-        vocab
-            .token(id)
-            .map(str::to_string)
-            .ok_or(TokenizerError::IdOutOfRange {
-                id,
-                vocab_size: vocab.len(),
+    /// Appends the ids of `text` (plain text: control-token texts in it are
+    /// ordinary characters) to `out`.
+    pub(crate) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let text = text.replace(' ', "\u{2581}");
+        let mut symbols: Vec<Symbol> = text
+            .char_indices()
+            .map(|(start, c)| Symbol {
+                start,
+                len: c.len_utf8(),
+                prev: NONE,
+                next: NONE,
             })
-    };
-    let merges = merges
-        .iter()
-        .map(|&(l, r)| Ok((text(l)?, text(r)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let map = model_vocab(vocab);
-    let mut builder = BPE::builder()
-        .vocab_and_merges(map, merges)
-        .byte_fallback(true)
-        .fuse_unk(true);
-    if let Some(unk) = vocab.unk {
-        let name = if vocab.is_special(unk) {
-            placeholder(unk)
-        } else {
-            vocab.token(unk).unwrap_or_default().to_string()
-        };
-        builder = builder.unk_token(name);
-    }
-    let model = builder.build().map_err(hf_err("building the BPE model"))?;
+            .collect();
+        let n = symbols.len();
+        for i in 0..n {
+            symbols[i].prev = if i == 0 { NONE } else { i - 1 };
+            symbols[i].next = if i + 1 == n { NONE } else { i + 1 };
+        }
 
-    let mut tok = tokenizers::Tokenizer::new(model);
-    let escape = Replace::new(" ", "\u{2581}").map_err(hf_err("building the normalizer"))?;
-    tok.with_normalizer(Some(escape))
-        .map_err(hf_err("setting the normalizer"))?;
-    let unescape = Replace::new("\u{2581}", " ").map_err(hf_err("building the decoder"))?;
-    tok.with_decoder(Some(DecoderSequence::new(vec![
-        unescape.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ])));
-    Ok(tok)
+        let scores = vocab.scores();
+        let mut heap = BinaryHeap::with_capacity(n);
+        let candidate = |symbols: &[Symbol], left: usize, heap: &mut BinaryHeap<Bigram>| {
+            if left == NONE || symbols[left].next == NONE {
+                return;
+            }
+            let l = symbols[left];
+            let size = l.len + symbols[l.next].len;
+            let Some(id) = vocab.id_of(&text[l.start..l.start + size]) else {
+                return;
+            };
+            if vocab.ty(id).is_some_and(mergeable) {
+                heap.push(Bigram {
+                    score: scores.map_or(0.0, |s| s[id as usize]),
+                    left,
+                    size,
+                });
+            }
+        };
+        for left in 0..n.saturating_sub(1) {
+            candidate(&symbols, left, &mut heap);
+        }
+        while let Some(b) = heap.pop() {
+            let l = symbols[b.left];
+            // Stale: one side was merged away since this pair was found.
+            if l.len == 0 || l.next == NONE || l.len + symbols[l.next].len != b.size {
+                continue;
+            }
+            let right = l.next;
+            let after = symbols[right].next;
+            symbols[b.left].len = b.size;
+            symbols[b.left].next = after;
+            symbols[right].len = 0;
+            if after != NONE {
+                symbols[after].prev = b.left;
+            }
+            candidate(&symbols, l.prev, &mut heap);
+            candidate(&symbols, b.left, &mut heap);
+        }
+
+        // Whether the last id out is an unknown token this call produced:
+        // consecutive ones are fused into one.
+        let mut after_unk = false;
+        let mut i = 0;
+        while i != NONE {
+            let s = symbols[i];
+            let piece = &text[s.start..s.start + s.len];
+            match vocab.id_of(piece).filter(|&id| !vocab.is_special(id)) {
+                Some(id) => {
+                    out.push(id);
+                    after_unk = false;
+                }
+                None => self.fall_back(vocab, piece, &mut after_unk, out)?,
+            }
+            i = s.next;
+        }
+        Ok(())
+    }
+
+    /// Spells `piece`, which is no token, as byte tokens; a character with
+    /// a byte the vocabulary lacks becomes the unknown token.
+    fn fall_back(
+        &self,
+        vocab: &Vocab,
+        piece: &str,
+        after_unk: &mut bool,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let mut buf = [0u8; 4];
+        for c in piece.chars() {
+            let bytes = c.encode_utf8(&mut buf).as_bytes();
+            if bytes.iter().all(|&b| self.bytes[b as usize].is_some()) {
+                out.extend(bytes.iter().filter_map(|&b| self.bytes[b as usize]));
+                *after_unk = false;
+                continue;
+            }
+            let unk = vocab.unk.ok_or(TokenizerError::NoByteToken { ch: c })?;
+            if !*after_unk {
+                out.push(unk);
+                *after_unk = true;
+            }
+        }
+        Ok(())
+    }
 }

@@ -38,19 +38,14 @@ pub fn model_path(name: &str) -> PathBuf {
 }
 
 fn load(name: &str) -> Engine {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("tokenizer.json");
-    let e = Engine::load(
+    Engine::load(
         model_path(name),
         EngineOptions {
             threads: 2,
-            tokenizer_cache: Some(cache),
             ..Default::default()
         },
     )
-    .unwrap_or_else(|e| panic!("loading {name}: {e}"));
-    std::mem::forget(dir);
-    e
+    .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
 /// The default student, loaded once per test binary.
