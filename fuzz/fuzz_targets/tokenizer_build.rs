@@ -1,5 +1,4 @@
-//! The tokenizer built from GGUF metadata (as `Engine::load` does, minus
-//! the cache file): any file is refused or gives a tokenizer that encodes,
+//! The tokenizer built from GGUF metadata (as `Engine::load` does): any file is refused or gives a tokenizer that encodes,
 //! decodes and renders its chat template.
 #![no_main]
 

@@ -32,7 +32,7 @@ fn mergeable(ty: TokenType) -> bool {
 /// The encoder of a validated SentencePiece-style vocabulary.
 pub(crate) struct SpmEncoder {
     /// The byte token of each byte value, where the vocabulary has one.
-    bytes: [Option<u32>; 256],
+    bytes: Box<[Option<u32>; 256]>,
 }
 
 /// A symbol of the text being merged: a byte range, linked to its
@@ -82,7 +82,7 @@ impl Eq for Bigram {}
 impl SpmEncoder {
     /// The encoder of `vocab`: finds its byte tokens.
     pub(crate) fn new(vocab: &Vocab) -> Self {
-        let mut bytes = [None; 256];
+        let mut bytes = Box::new([None; 256]);
         for (id, &ty) in vocab.types().iter().enumerate() {
             if ty == TokenType::Byte {
                 let text = vocab.token(id as u32).unwrap_or_default();
@@ -103,17 +103,17 @@ impl SpmEncoder {
         let text = text.replace(' ', "\u{2581}");
         let mut symbols: Vec<Symbol> = text
             .char_indices()
-            .map(|(start, c)| Symbol {
+            .enumerate()
+            .map(|(i, (start, c))| Symbol {
                 start,
                 len: c.len_utf8(),
-                prev: NONE,
-                next: NONE,
+                prev: i.checked_sub(1).unwrap_or(NONE),
+                next: i + 1,
             })
             .collect();
         let n = symbols.len();
-        for i in 0..n {
-            symbols[i].prev = if i == 0 { NONE } else { i - 1 };
-            symbols[i].next = if i + 1 == n { NONE } else { i + 1 };
+        if let Some(last) = symbols.last_mut() {
+            last.next = NONE;
         }
 
         let scores = vocab.scores();

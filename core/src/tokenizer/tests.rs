@@ -154,7 +154,10 @@ fn spm_without_byte_tokens_spells_unknown_runs_as_one_unk() {
     }
     let tok = Tokenizer::from_spec(&spec).unwrap();
     assert_eq!(names(&tok, &tok.encode("éé a").unwrap()), ["<unk>", "▁a"]);
-    assert_eq!(names(&tok, &tok.encode("aéb€").unwrap()), ["a", "<unk>", "b", "<unk>"]);
+    assert_eq!(
+        names(&tok, &tok.encode("aéb€").unwrap()),
+        ["a", "<unk>", "b", "<unk>"]
+    );
     spec.unk_id = None;
     let tok = Tokenizer::from_spec(&spec).unwrap();
     let err = tok.encode("aé").unwrap_err().to_string();
