@@ -418,15 +418,6 @@ impl From<Vec<&str>> for StringArray {
     }
 }
 
-impl<'a> IntoIterator for &'a StringArray {
-    type Item = &'a str;
-    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a str> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 impl serde::Serialize for StringArray {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.iter())

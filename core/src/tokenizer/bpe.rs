@@ -20,7 +20,6 @@ use std::cmp::Reverse;
 use std::collections::{hash_map::Entry, BinaryHeap};
 
 use super::vocab::{FxHashMap, Vocab};
-
 use super::{hf_err, Result, TokenizerError};
 
 /// GPT-2's regex, shared by several pre-tokenizer types.
@@ -147,15 +146,6 @@ fn pre_type(pre: Option<&str>) -> Result<&'static PreType> {
         })
 }
 
-/// A byte-level BPE encoder: `tokenizers`' pre-tokenizer (the regex splits
-/// of [`PreType`], then GPT-2's byte-to-character mapping) and the merges
-/// applied to each piece by rank over token ids, as llama.cpp's
-/// `llm_tokenizer_bpe_session` and `tokenizers`' BPE model do: the
-/// adjacent pair of lowest rank merges first, the leftmost of equal ones.
-///
-/// Built from the ids [`Vocab`] already resolved, it takes one hash insert
-/// per merge: building `tokenizers`' own BPE model rehashed every token
-/// and merge text and was most of the time to load a model.
 /// The pre-tokenizer of a byte-level vocabulary: the splitting regular
 /// expressions its `tokenizer.ggml.pre` names, then GPT-2's byte mapping.
 pub(crate) struct Splitter {
@@ -186,6 +176,14 @@ impl Splitter {
     }
 }
 
+/// A byte-level BPE encoder: `tokenizers`' pre-tokenizer (the regex splits
+/// of [`PreType`], then GPT-2's byte-to-character mapping) and the merges
+/// applied to each piece by rank over token ids, as llama.cpp's
+/// `llm_tokenizer_bpe_session` and `tokenizers`' BPE model do: the
+/// adjacent pair of lowest rank merges first, the leftmost of equal ones.
+///
+/// Built from the merge ids [`Vocab`] already resolved: one hash insert per
+/// merge.
 pub(crate) struct ByteLevelBpe {
     pre: Sequence,
     /// `(left, right)` → `(rank, merged id)`.
