@@ -58,8 +58,8 @@ static uint32_t be32(const uint8_t *p) {
 }
 
 /* EngineConfig with every field at its default: backend None, threads 0,
- * context 0, memory budget None, models dir None, cache dir None. */
-static const uint8_t DEFAULT_CONFIG[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+ * context 0, memory budget None, models dir None. */
+static const uint8_t DEFAULT_CONFIG[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 int main(int argc, char **argv) {
     if (argc != 3) {
