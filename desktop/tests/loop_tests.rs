@@ -164,11 +164,16 @@ fn killing_the_device_mid_solve_loses_no_stored_trace() {
     let store_s = store.to_str().unwrap();
     let mut stored = HashSet::new();
     let mut killed = 0;
-    // Deterministic spread of kill times over a solve's life (load, prefill,
-    // sampling, verifying, storing).
-    let mut delay = 37u64;
+    // Every third solve runs to the end (the first one included), which
+    // measures how long a solve takes on this machine; the others are killed
+    // at a deterministic spread of fractions of that time, so that the kills
+    // fall over a solve's whole life (load, prefill, sampling, verifying,
+    // storing) however fast the machine is.
+    let mut span = Duration::ZERO;
+    let mut fraction = 37u32;
     for (i, q) in questions(10, 22).iter().enumerate() {
-        delay = (delay * 1103 + 12345) % 1500;
+        fraction = (fraction * 1103 + 12345) % 1000;
+        let delay = span.mul_f64(0.05 + 0.9 * f64::from(fraction) / 1000.0);
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeloop"))
             .args(solve_args(store_s, q))
             .stdout(Stdio::null())
@@ -180,7 +185,7 @@ fn killing_the_device_mid_solve_loses_no_stored_trace() {
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }
-            if start.elapsed() >= Duration::from_millis(delay) && i % 3 != 2 {
+            if i % 3 != 0 && start.elapsed() >= delay {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 killed += 1;
@@ -192,6 +197,9 @@ fn killing_the_device_mid_solve_loses_no_stored_trace() {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
         if let Some(status) = finished {
             assert!(status.success(), "{err}");
+            if i % 3 == 0 {
+                span = start.elapsed();
+            }
             let id = err
                 .split_whitespace()
                 .skip_while(|w| *w != "trace")
