@@ -417,15 +417,3 @@ impl From<Vec<&str>> for StringArray {
         v.into_iter().collect()
     }
 }
-
-impl serde::Serialize for StringArray {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for StringArray {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<String>::deserialize(deserializer).map(Self::from)
-    }
-}

@@ -72,8 +72,7 @@ pub use crate::gguf::StringArray;
 ///
 /// Field names mirror the GGUF keys given in the comments. The GGUF reader
 /// fills it; nothing here reads files.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TokenizerSpec {
     /// `tokenizer.ggml.model`: `"gpt2"` (byte-level BPE) or `"llama"`
     /// (SentencePiece-style with scores).
