@@ -17,8 +17,9 @@ use tokenizers::{
 };
 
 use std::cmp::Reverse;
-use std::collections::{hash_map::Entry, BinaryHeap};
+use std::collections::hash_map::Entry;
 
+use super::merge::merge_pairs;
 use super::vocab::{FxHashMap, Vocab};
 use super::{hf_err, Result, TokenizerError};
 
@@ -280,64 +281,14 @@ impl ByteLevelBpe {
         Ok(())
     }
 
-    /// Applies the merges to `symbols`, lowest rank first and the leftmost
-    /// of equal ranks first, in O(n log n): a heap of candidate pairs over
-    /// a linked list of the symbols (a piece can be one very long word).
+    /// Applies the merges to `symbols`: the lowest rank first, the
+    /// leftmost of equal ranks first.
     fn merge(&self, symbols: &mut Vec<u32>) {
-        const NONE: usize = usize::MAX;
-        let n = symbols.len();
-        if n < 2 {
-            return;
-        }
-        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
-        let mut alive = vec![true; n];
-        // (rank, position of the pair's left symbol); stale entries are
-        // skipped when popped.
-        let mut heap = BinaryHeap::new();
-        let rank_of = |symbols: &[u32], i: usize, j: usize| {
+        merge_pairs(symbols, |l, r| {
             self.ranks
-                .get(&(symbols[i], symbols[j]))
-                .map(|&(rank, _)| rank)
-        };
-        for i in 0..n - 1 {
-            if let Some(rank) = rank_of(symbols, i, i + 1) {
-                heap.push(Reverse((rank, i)));
-            }
-        }
-        while let Some(Reverse((rank, i))) = heap.pop() {
-            let j = next[i];
-            if !alive[i] || j == NONE {
-                continue;
-            }
-            match self.ranks.get(&(symbols[i], symbols[j])) {
-                Some(&(r, merged)) if r == rank => symbols[i] = merged,
-                _ => continue,
-            }
-            alive[j] = false;
-            next[i] = next[j];
-            if next[i] != NONE {
-                prev[next[i]] = i;
-            }
-            if prev[i] != NONE {
-                if let Some(r) = rank_of(symbols, prev[i], i) {
-                    heap.push(Reverse((r, prev[i])));
-                }
-            }
-            if next[i] != NONE {
-                if let Some(r) = rank_of(symbols, i, next[i]) {
-                    heap.push(Reverse((r, i)));
-                }
-            }
-        }
-        let mut k = 0;
-        for i in 0..n {
-            if alive[i] {
-                symbols[k] = symbols[i];
-                k += 1;
-            }
-        }
-        symbols.truncate(k);
+                .get(&(l, r))
+                .map(|&(rank, merged)| (Reverse(rank), merged))
+        });
     }
 }
 

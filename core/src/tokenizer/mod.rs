@@ -53,6 +53,7 @@
 
 pub mod bpe;
 pub mod chat;
+mod merge;
 pub mod spm;
 pub mod stream;
 pub mod vocab;

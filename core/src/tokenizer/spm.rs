@@ -16,8 +16,8 @@
 //! there.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
+use super::merge::merge_pairs;
 use super::vocab::{parse_byte_token, Vocab};
 use super::{Result, TokenType, TokenizerError};
 
@@ -35,49 +35,37 @@ pub(crate) struct SpmEncoder {
     bytes: Box<[Option<u32>; 256]>,
 }
 
-/// A symbol of the text being merged: a byte range, linked to its
-/// neighbours (`usize::MAX`: none). A symbol merged into its left neighbour
-/// has length 0.
+/// A symbol of the text being merged: the byte range `start..start + len`.
 #[derive(Clone, Copy)]
 struct Symbol {
     start: usize,
     len: usize,
-    prev: usize,
-    next: usize,
 }
 
-const NONE: usize = usize::MAX;
+/// A token score as a merge key: totally ordered (scores are never NaN,
+/// `Vocab` checks).
+#[derive(Clone, Copy)]
+struct Score(f32);
 
-/// A candidate merge of symbol `left` with the one after it, whose texts
-/// were `size` bytes together when it was found.
-struct Bigram {
-    score: f32,
-    left: usize,
-    size: usize,
-}
-
-impl Ord for Bigram {
-    /// Higher score first, then the leftmost (a max-heap pops the greatest).
+impl Ord for Score {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then(other.left.cmp(&self.left))
+        self.0.total_cmp(&other.0)
     }
 }
 
-impl PartialOrd for Bigram {
+impl PartialOrd for Score {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Bigram {
+impl PartialEq for Score {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Bigram {}
+impl Eq for Score {}
 
 impl SpmEncoder {
     /// The encoder of `vocab`: finds its byte tokens.
@@ -103,65 +91,31 @@ impl SpmEncoder {
         let text = text.replace(' ', "\u{2581}");
         let mut symbols: Vec<Symbol> = text
             .char_indices()
-            .enumerate()
-            .map(|(i, (start, c))| Symbol {
+            .map(|(start, c)| Symbol {
                 start,
                 len: c.len_utf8(),
-                prev: i.checked_sub(1).unwrap_or(NONE),
-                next: i + 1,
             })
             .collect();
-        let n = symbols.len();
-        if let Some(last) = symbols.last_mut() {
-            last.next = NONE;
-        }
-
         let scores = vocab.scores();
-        let mut heap = BinaryHeap::with_capacity(n);
-        let candidate = |symbols: &[Symbol], left: usize, heap: &mut BinaryHeap<Bigram>| {
-            if left == NONE || symbols[left].next == NONE {
-                return;
-            }
-            let l = symbols[left];
-            let size = l.len + symbols[l.next].len;
-            let Some(id) = vocab.id_of(&text[l.start..l.start + size]) else {
-                return;
-            };
-            if vocab.ty(id).is_some_and(mergeable) {
-                heap.push(Bigram {
-                    score: scores.map_or(0.0, |s| s[id as usize]),
-                    left,
-                    size,
-                });
-            }
-        };
-        for left in 0..n.saturating_sub(1) {
-            candidate(&symbols, left, &mut heap);
-        }
-        while let Some(b) = heap.pop() {
-            let l = symbols[b.left];
-            // Stale: one side was merged away since this pair was found.
-            if l.len == 0 || l.next == NONE || l.len + symbols[l.next].len != b.size {
-                continue;
-            }
-            let right = l.next;
-            let after = symbols[right].next;
-            symbols[b.left].len = b.size;
-            symbols[b.left].next = after;
-            symbols[right].len = 0;
-            if after != NONE {
-                symbols[after].prev = b.left;
-            }
-            candidate(&symbols, l.prev, &mut heap);
-            candidate(&symbols, b.left, &mut heap);
-        }
+        merge_pairs(&mut symbols, |l, r| {
+            let len = l.len + r.len;
+            let id = vocab.id_of(&text[l.start..l.start + len])?;
+            vocab.ty(id).is_some_and(mergeable).then(|| {
+                let score = scores.map_or(0.0, |s| s[id as usize]);
+                (
+                    Score(score),
+                    Symbol {
+                        start: l.start,
+                        len,
+                    },
+                )
+            })
+        });
 
         // Whether the last id out is an unknown token this call produced:
         // consecutive ones are fused into one.
         let mut after_unk = false;
-        let mut i = 0;
-        while i != NONE {
-            let s = symbols[i];
+        for s in symbols {
             let piece = &text[s.start..s.start + s.len];
             match vocab.id_of(piece).filter(|&id| !vocab.is_special(id)) {
                 Some(id) => {
@@ -170,7 +124,6 @@ impl SpmEncoder {
                 }
                 None => self.fall_back(vocab, piece, &mut after_unk, out)?,
             }
-            i = s.next;
         }
         Ok(())
     }
