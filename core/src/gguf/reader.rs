@@ -200,18 +200,6 @@ impl<'a> Cursor<'a> {
                 )
             }};
         }
-        macro_rules! read_all {
-            ($variant:ident, $get:ident) => {{
-                let mut v = Vec::with_capacity(n);
-                for i in 0..n {
-                    match self.scalar(elem, &|| format!("element {i} of {}", what()))? {
-                        Value::$get(x) => v.push(x),
-                        _ => unreachable!(),
-                    }
-                }
-                Array::$variant(v)
-            }};
-        }
         let array = match elem {
             ValueType::U8 => Array::U8(self.take(len, what)?.to_vec()),
             ValueType::I8 => Array::I8(self.take(len, what)?.iter().map(|&b| b as i8).collect()),
@@ -220,7 +208,16 @@ impl<'a> Cursor<'a> {
             ValueType::U32 => read_numbers!(U32, u32),
             ValueType::I32 => read_numbers!(I32, i32),
             ValueType::F32 => read_numbers!(F32, f32),
-            ValueType::Bool => read_all!(Bool, Bool),
+            ValueType::Bool => {
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    match self.scalar(elem, &|| format!("element {i} of {}", what()))? {
+                        Value::Bool(b) => v.push(b),
+                        _ => unreachable!("a bool scalar reads as Value::Bool"),
+                    }
+                }
+                Array::Bool(v)
+            }
             ValueType::String => {
                 let first = self.pos;
                 match self.packed_strings(n) {
