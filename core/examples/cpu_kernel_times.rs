@@ -3,7 +3,7 @@
 //! columns (batched decode, prefill), on one thread, the best of several
 //! rounds, as microseconds per call and GB/s of weights streamed.
 //!
-//! `cargo run --release -p edgeloop-core --example kernel_times`
+//! `cargo run --release -p edgeloop-core --example cpu_kernel_times`
 
 use std::time::Instant;
 

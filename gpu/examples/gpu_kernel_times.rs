@@ -3,7 +3,7 @@
 //! each kernel recorded `REPS` times in one submission, then the mean wall
 //! time per call. `NOROUND=1` turns the activation rounding off.
 //!
-//! `cargo run --release -p edgeloop-gpu --example kernel_times`
+//! `cargo run --release -p edgeloop-gpu --example gpu_kernel_times`
 
 use std::time::Instant;
 
