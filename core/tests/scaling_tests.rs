@@ -1,12 +1,13 @@
 //! Test-time scaling on the real default model: the mechanics of each
-//! strategy (how many samples, votes, early stopping, reproducibility).
+//! strategy (how many samples, votes, early stopping, reproducibility), and
+//! the few-shot prompt of base models.
 
 mod common;
 
-use common::smollm2;
+use common::{gemma3, smollm2};
 use std::time::Duration;
 
-use edgeloop_core::scaling::{solve, AnswerKind, Limits, SolveOptions, Strategy};
+use edgeloop_core::scaling::{solve, AnswerKind, Limits, PromptStyle, SolveOptions, Strategy};
 
 fn options(strategy: Strategy) -> SolveOptions {
     SolveOptions {
@@ -351,4 +352,69 @@ fn limits_stop_the_search() {
     let s = solve(smollm2(), "What is 17 * 23?", &timed).unwrap();
     assert!(s.spend.limited);
     assert!(s.spend.tokens <= 4 * 2, "{}", s.spend.tokens);
+}
+
+/// A base model (its file has no chat template) is asked with worked
+/// examples, under every kind of strategy; its samples end where the next
+/// example would start.
+#[test]
+fn base_models_continue_worked_examples_and_stop_before_the_next() {
+    let question = "Tom has 5 apples and gets 2 more. How many apples does Tom have now?";
+    let strategies = [
+        Strategy::Greedy,
+        Strategy::SelfConsistency { samples: 2 },
+        Strategy::Beam {
+            beams: 2,
+            groups: 1,
+            diversity: 0.0,
+            judge: true,
+        },
+        Strategy::StepSearch {
+            candidates: 2,
+            keep: 1,
+            max_steps: 4,
+            step_tokens: 16,
+        },
+    ];
+    for strategy in strategies {
+        let opts = SolveOptions {
+            max_tokens: 48,
+            ..options(strategy.clone())
+        };
+        let s = solve(gemma3(), question, &opts).unwrap();
+        assert!(
+            s.prompt.starts_with("Question: What is 4 + 3?\n"),
+            "{strategy:?}"
+        );
+        assert!(s.prompt.ends_with(&format!("\n\nQuestion: {question}\n")));
+        // Greedy gets it right; every strategy reaches an answer line.
+        if strategy == Strategy::Greedy {
+            assert_eq!(s.answer.as_deref(), Some("7"), "{:?}", s.samples);
+        }
+        assert!(s.answer.is_some(), "{strategy:?}: {:?}", s.samples);
+        for sample in &s.samples {
+            assert!(
+                !sample.text.contains("\n\n") && !sample.text.contains("\nQuestion:"),
+                "{strategy:?}: {:?}",
+                sample.text
+            );
+        }
+        // Stopped at the answer, far below the token cap.
+        assert!(
+            s.spend.tokens < 24 * s.samples.len().max(1),
+            "{strategy:?}: {:?}",
+            s.spend
+        );
+    }
+    // The same model asked as a chat turn, when the caller says so.
+    let chat = SolveOptions {
+        max_tokens: 8,
+        prompt_style: PromptStyle::Chat,
+        ..options(Strategy::Greedy)
+    };
+    let s = solve(gemma3(), question, &chat).unwrap();
+    assert!(s.prompt.contains("<start_of_turn>user\n"), "{:?}", s.prompt);
+    // A model whose file has a chat template is asked in its chat format.
+    let s = solve(smollm2(), question, &options(Strategy::Greedy)).unwrap();
+    assert!(s.prompt.contains("<|im_start|>user\n"), "{:?}", s.prompt);
 }

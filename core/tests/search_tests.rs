@@ -1,18 +1,20 @@
 //! Search at test time on the real default model: beam bookkeeping (slots
 //! forked and freed, scores that match a teacher-forced recomputation),
-//! diverse groups, the one-pass step judge and reproducible step search.
+//! diverse groups, the one-pass step judge and reproducible step search;
+//! beams ending at stop strings on the base model.
 
 mod common;
 
 use std::ops::ControlFlow;
 
-use common::smollm2;
-use edgeloop_core::scaling::{solve, AnswerKind, SolveOptions, Strategy};
+use common::{gemma3, smollm2};
+use edgeloop_core::scaling::prompt::{few_shot, FEW_SHOT_STOPS};
+use edgeloop_core::scaling::{solve, AnswerKind, PromptStyle, SolveOptions, Strategy};
 use edgeloop_core::search::{
     beam_search, step_search, BeamOptions, BeamResult, Problem, StepJudge, StepOptions,
 };
 use edgeloop_core::tokenizer::ChatMessage;
-use edgeloop_core::{Engine, FinishReason, GenerateOptions};
+use edgeloop_core::{Engine, FinishReason, GenerateOptions, Prompt};
 
 const QUESTION: &str = "What is 7 + 5?";
 
@@ -185,7 +187,7 @@ fn diverse_groups_do_not_share_their_first_tokens() {
 #[test]
 fn the_step_judge_reads_its_verdict_from_one_forward_pass() {
     let engine = smollm2();
-    let judge = StepJudge::new(engine).unwrap();
+    let judge = StepJudge::new(engine, PromptStyle::Auto).unwrap();
     let mut session = engine.session();
     let partial = "7 + 5 = 12";
     let passes = session.forward_passes();
@@ -212,7 +214,7 @@ fn the_step_judge_reads_its_verdict_from_one_forward_pass() {
 fn step_search_is_reproducible_and_judges_each_candidate_once() {
     let engine = smollm2();
     let ids = prompt(engine);
-    let judge = StepJudge::new(engine).unwrap();
+    let judge = StepJudge::new(engine, PromptStyle::Auto).unwrap();
     let options = StepOptions {
         candidates: 4,
         keep: 2,
@@ -287,5 +289,47 @@ fn search_strategies_answer_through_solve() {
             a.spend
         );
         assert!(!a.samples.is_empty());
+    }
+}
+
+#[test]
+fn beams_end_at_a_stop_string_with_the_token_that_reached_it() {
+    // The base model continues worked examples; a beam ends where the next
+    // example would start.
+    let engine = gemma3();
+    let text = few_shot("What is 3 + 5?", AnswerKind::Number, None);
+    let ids = engine.encode(&Prompt::Text(text)).unwrap();
+    let options = BeamOptions {
+        beams: 2,
+        groups: 1,
+        diversity: 0.0,
+        max_tokens: 32,
+        stop_strings: FEW_SHOT_STOPS.map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let r = beam_search(&mut engine.session(), &ids, &options, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let stopped: Vec<_> = r
+        .hypotheses
+        .iter()
+        .filter(|h| h.finish == FinishReason::StopString)
+        .collect();
+    assert!(!stopped.is_empty(), "{:?}", r.hypotheses);
+    for h in stopped {
+        let full = engine.tokenizer().decode(&h.tokens, true).unwrap();
+        assert!(full.starts_with(&h.text), "{full:?} vs {:?}", h.text);
+        assert!(FEW_SHOT_STOPS.iter().any(|s| full.contains(s)), "{full:?}");
+        assert!(FEW_SHOT_STOPS.iter().all(|s| !h.text.contains(s)));
+        assert!(h.text.contains("Answer:"), "{:?}", h.text);
+        // The token that reached the stop string is scored with the beam.
+        let forced = forced_logprob(engine, &ids, &h.tokens, false);
+        assert!(
+            (h.logprob - forced).abs() < 0.02 * h.tokens.len() as f32 + 0.05,
+            "{} searched vs {forced} recomputed",
+            h.logprob
+        );
+        assert!((h.score - h.logprob / h.tokens.len() as f32).abs() < 1e-5);
     }
 }

@@ -89,6 +89,11 @@ pub struct ScalingArgs {
     /// Cap on wall time per question, in seconds.
     #[arg(long)]
     pub max_seconds: Option<f64>,
+    /// How questions are put to the model: a chat turn (`chat`), worked
+    /// examples to continue (`few-shot`, for base models), or `auto`: chat
+    /// when the model file has a chat template.
+    #[arg(long, default_value = "auto")]
+    pub prompt_style: String,
 }
 
 impl ScalingArgs {
@@ -153,6 +158,7 @@ impl ScalingArgs {
                 max_wall,
             },
             instruction: self.instruction.clone(),
+            prompt_style: self.prompt_style.parse().map_err(|e| anyhow!("{e}"))?,
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgeloop_core::scaling::{self, Limits, SolveOptions, Strategy};
+use edgeloop_core::scaling::{self, Limits, PromptStyle, SolveOptions, Strategy};
 use edgeloop_core::trace::{TraceRecord, Verification};
 use edgeloop_core::verify::{self, Candidate, Stage, VerifyOptions};
 
@@ -324,6 +324,7 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
             max_wall,
         },
         instruction: None,
+        prompt_style: PromptStyle::Auto,
     })
 }
 

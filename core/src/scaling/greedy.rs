@@ -11,6 +11,7 @@ impl Run<'_, '_> {
     pub(super) fn greedy(&mut self) -> Result<(Option<String>, f64)> {
         let opts = GenerateOptions {
             max_tokens: self.options.max_tokens,
+            stop_strings: self.stops.clone(),
             ..Default::default()
         };
         let (limits, deadline, mut spent, mut limited) =

@@ -19,6 +19,7 @@ pub mod budget;
 mod confidence;
 mod greedy;
 mod policy;
+pub mod prompt;
 mod run;
 mod search;
 pub mod vote;
@@ -27,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Prompt};
 use crate::error::{Error, Result};
 use crate::tokenizer::ChatMessage;
 use run::{check_samples, Run};
 
 pub use answer::{extract, normalize, AnswerKind};
 pub use budget::ThinkingBudget;
+pub use prompt::PromptStyle;
 pub use vote::Vote;
 
 /// How much compute to spend on a question.
@@ -228,7 +230,10 @@ pub struct SolveOptions {
     /// The caller's budget over all samples.
     pub limits: Limits,
     /// Text appended to the question; `None` uses [`instruction`] for `kind`.
+    /// In a few-shot prompt it is the first line, and `None` adds nothing.
     pub instruction: Option<String>,
+    /// Chat turn or worked examples; `Auto` picks by the model file.
+    pub prompt_style: PromptStyle,
 }
 
 /// Caps on what one [`solve`] call may spend. Samples running when a cap is
@@ -275,6 +280,7 @@ impl Default for SolveOptions {
             thinking: None,
             limits: Limits::default(),
             instruction: None,
+            prompt_style: PromptStyle::Auto,
         }
     }
 }
@@ -321,7 +327,8 @@ pub struct Thinking {
 #[derive(Clone, Debug, Serialize)]
 pub struct Solution {
     pub strategy: &'static str,
-    /// The chat-rendered prompt every sample continued.
+    /// The rendered prompt every sample continued (chat-templated, or the
+    /// few-shot text).
     pub prompt: String,
     pub answer: Option<String>,
     /// Vote share of the answer (for one sample: its mean token probability).
@@ -365,24 +372,42 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
     } else {
         options.thinking
     };
-    let suffix = options
-        .instruction
-        .as_deref()
-        .unwrap_or_else(|| instruction(options.kind));
-    let message = ChatMessage::user(if suffix.is_empty() {
-        question.to_string()
-    } else {
-        format!("{question}\n{suffix}")
-    });
-    let rendered =
-        engine
-            .template()
-            .render_with_thinking(std::slice::from_ref(&message), true, thinking)?;
-    let prompt = engine.encode_chat(&[message], thinking)?;
+    let style = options.prompt_style.resolve(engine);
+    let (rendered, prompt, stops) = match style {
+        PromptStyle::FewShot => {
+            let text = prompt::few_shot(question, options.kind, options.instruction.as_deref());
+            let ids = engine.encode(&Prompt::Text(text.clone()))?;
+            let stops = prompt::FEW_SHOT_STOPS.map(String::from).to_vec();
+            (text, ids, stops)
+        }
+        _ => {
+            let suffix = options
+                .instruction
+                .as_deref()
+                .unwrap_or_else(|| instruction(options.kind));
+            let message = ChatMessage::user(if suffix.is_empty() {
+                question.to_string()
+            } else {
+                format!("{question}\n{suffix}")
+            });
+            let rendered = engine.template().render_with_thinking(
+                std::slice::from_ref(&message),
+                true,
+                thinking,
+            )?;
+            (
+                rendered,
+                engine.encode_chat(&[message], thinking)?,
+                Vec::new(),
+            )
+        }
+    };
     let mut run = Run {
         engine,
         session: engine.session(),
         prompt,
+        style,
+        stops,
         options,
         samples: Vec::new(),
         vote: Vote::new(),

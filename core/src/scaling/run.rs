@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use super::{extract, Limits, Sample, SolveOptions, Thinking, Vote};
+use super::{extract, Limits, PromptStyle, Sample, SolveOptions, Thinking, Vote};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::sampler::SamplerConfig;
@@ -27,6 +27,10 @@ pub(super) struct Run<'e, 'o> {
     pub(super) engine: &'e Engine,
     pub(super) session: Session<'e>,
     pub(super) prompt: Vec<u32>,
+    /// The prompt's form, resolved (`Chat` or `FewShot`).
+    pub(super) style: PromptStyle,
+    /// Strings that end a sample (the few-shot prompt's next example).
+    pub(super) stops: Vec<String>,
     pub(super) options: &'o SolveOptions,
     pub(super) samples: Vec<Sample>,
     pub(super) vote: Vote,
@@ -52,14 +56,16 @@ pub(super) struct Run<'e, 'o> {
 impl Run<'_, '_> {
     /// Keeps a sample; it votes with `weight` unless that is `None`.
     pub(super) fn record(&mut self, g: Generation, weight: Option<f64>) -> (Option<String>, f32) {
-        let answer = extract(&g.text, self.options.kind);
         let mean = g.mean_logprob();
+        let mut text = g.text;
+        text.truncate(super::prompt::cut_at_stop(&text, &self.stops).len());
+        let answer = extract(&text, self.options.kind);
         self.generated += g.tokens.len();
         if let Some(w) = weight {
             self.vote.add(answer.as_deref(), w);
         }
         self.samples.push(Sample {
-            text: g.text,
+            text,
             answer: answer.clone(),
             mean_logprob: mean,
             tokens: g.tokens.len(),
@@ -97,6 +103,7 @@ impl Run<'_, '_> {
                 top_logprobs,
                 ..Default::default()
             },
+            stop_strings: self.stops.clone(),
             ..Default::default()
         };
         let (limits, deadline, mut spent, mut limited) =

@@ -26,6 +26,7 @@ impl Run<'_, '_> {
             diversity,
             length_penalty: 1.0,
             max_tokens: self.options.max_tokens,
+            stop_strings: self.stops.clone(),
             cancel: None,
         };
         let (limits, deadline, mut spent, mut limited) =
@@ -56,7 +57,7 @@ impl Run<'_, '_> {
                 .next()
                 .unwrap_or((None, 0.0)));
         }
-        let judge = StepJudge::new(self.engine)?;
+        let judge = StepJudge::new(self.engine, self.style)?;
         let mut session = self.engine.session();
         let mut best: Option<(f64, Option<String>)> = None;
         let mut seen: Vec<&Option<String>> = Vec::new();
@@ -86,7 +87,7 @@ impl Run<'_, '_> {
         step_tokens: usize,
     ) -> Result<(Option<String>, f64)> {
         check_samples(candidates)?;
-        let judge = StepJudge::new(self.engine)?;
+        let judge = StepJudge::new(self.engine, self.style)?;
         let mut judge_session = self.engine.session();
         let opts = StepOptions {
             candidates,
@@ -97,6 +98,7 @@ impl Run<'_, '_> {
             temperature: self.options.temperature,
             top_p: self.options.top_p,
             seed: self.options.seed,
+            stop_strings: self.stops.clone(),
         };
         let kind = self.options.kind;
         let (limits, deadline, mut spent, mut limited) =

@@ -11,7 +11,9 @@ use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
 use crate::model::BatchToken;
+use crate::scaling::prompt::cut_at_stop;
 use crate::session::{CancelToken, FinishReason, Session, MAX_PARALLEL};
+use crate::tokenizer::Tokenizer;
 
 /// Settings of [`beam_search`].
 #[derive(Clone, Debug)]
@@ -30,6 +32,9 @@ pub struct BeamOptions {
     pub length_penalty: f32,
     /// Most tokens per hypothesis.
     pub max_tokens: usize,
+    /// A beam whose text reaches one of these is finished, its text ending
+    /// before it.
+    pub stop_strings: Vec<String>,
     pub cancel: Option<CancelToken>,
 }
 
@@ -41,6 +46,7 @@ impl Default for BeamOptions {
             diversity: 0.5,
             length_penalty: 1.0,
             max_tokens: 256,
+            stop_strings: Vec::new(),
             cancel: None,
         }
     }
@@ -88,7 +94,8 @@ impl BeamOptions {
 #[derive(Clone, Debug)]
 pub struct Hypothesis {
     pub text: String,
-    /// Its tokens, without the end-of-turn token that finished it.
+    /// Its tokens, without the end-of-turn token that finished it (with the
+    /// one that reached a stop string).
     pub tokens: Vec<u32>,
     /// Sum of the log-probabilities of its tokens and, when the model ended
     /// it, of that end-of-turn token.
@@ -96,8 +103,9 @@ pub struct Hypothesis {
     /// `logprob` normalized by length (see [`BeamOptions::length_penalty`]).
     pub score: f32,
     pub group: usize,
-    /// `Stop` when the model ended it, `Length` at `max_tokens`,
-    /// `Cancelled` when the search was stopped early.
+    /// `Stop` when the model ended it, `StopString` at a stop string,
+    /// `Length` at `max_tokens`, `Cancelled` when the search was stopped
+    /// early.
     pub finish: FinishReason,
 }
 
@@ -220,6 +228,8 @@ pub fn beam_search(
     let mut hypotheses: Vec<Hypothesis> = done.into_iter().flatten().collect();
     for h in &mut hypotheses {
         h.text = tokenizer.decode(&h.tokens, true)?;
+        let end = cut_at_stop(&h.text, &options.stop_strings).len();
+        h.text.truncate(end);
     }
     hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(BeamResult {
@@ -243,7 +253,8 @@ fn search(
     let mut groups: Vec<Vec<Beam>> = vec![Vec::new(); options.groups];
     let mut done: Vec<Vec<Hypothesis>> = vec![Vec::new(); options.groups];
     let per_group = options.beams / options.groups;
-    let stop_ids = session.engine().tokenizer().stop_ids();
+    let tokenizer = session.engine().tokenizer();
+    let stop_ids = tokenizer.stop_ids();
     let mut logits: Vec<f32> = first;
     let mut batch: Vec<BatchToken> = Vec::new();
     // Row of each live beam's logits in `logits` (by group, then beam);
@@ -287,10 +298,25 @@ fn search(
                 if picked.len() == per_group {
                     break;
                 }
-                if stop_ids.contains(&c.token) {
+                let ends = stop_ids.contains(&c.token);
+                let reaches = !ends
+                    && reaches_stop(
+                        tokenizer,
+                        &groups[g],
+                        c.parent,
+                        c.token,
+                        &options.stop_strings,
+                    )?;
+                if ends || reaches {
                     // An end among the group's best few finishes a hypothesis.
                     if rank < per_group {
-                        let tokens = parent_tokens(&groups[g], c.parent);
+                        let mut tokens = parent_tokens(&groups[g], c.parent);
+                        let finish = if reaches {
+                            tokens.push(c.token);
+                            FinishReason::StopString
+                        } else {
+                            FinishReason::Stop
+                        };
                         let n = tokens.len();
                         done[g].push(Hypothesis {
                             text: String::new(),
@@ -298,7 +324,7 @@ fn search(
                             logprob: c.logprob,
                             score: options.normalized(c.logprob, n),
                             group: g,
-                            finish: FinishReason::Stop,
+                            finish,
                         });
                     }
                     continue;
@@ -408,6 +434,29 @@ fn search(
         slots.stats.steps += 1;
     }
     Ok(done)
+}
+
+/// Whether `token` after the parent beam's tokens completes one of
+/// `stops` (a stop string within the parent alone would have ended it).
+fn reaches_stop(
+    tokenizer: &Tokenizer,
+    beams: &[Beam],
+    parent: usize,
+    token: u32,
+    stops: &[String],
+) -> Result<bool> {
+    if stops.is_empty() {
+        return Ok(false);
+    }
+    // A tail long enough to hold the longest stop string: every token but
+    // a control token spells at least one byte.
+    let longest = stops.iter().map(String::len).max().unwrap_or(0);
+    let parent = beams.get(parent).map_or(&[][..], |b| b.tokens.as_slice());
+    let from = parent.len().saturating_sub(longest + 4);
+    let mut tail = parent[from..].to_vec();
+    tail.push(token);
+    let text = tokenizer.decode(&tail, true)?;
+    Ok(stops.iter().any(|s| text.contains(s.as_str())))
 }
 
 /// Tokens of the parent beam (none for the prompt).

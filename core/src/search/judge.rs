@@ -1,10 +1,11 @@
 //! The model's own judgement of a partial solution, read from one forward
-//! pass: the judge prompt ends with `Verdict: [[` in the assistant's turn,
-//! and the score is the probability of `Y` against `N` as the next token.
+//! pass: the judge prompt ends with `Verdict: [[` in the assistant's turn
+//! (after the plain-text prompt, for base models), and the score is the probability of `Y` against `N` as the next token.
 //! Nothing is sampled.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Prompt};
 use crate::error::{Error, Result};
+use crate::scaling::PromptStyle;
 use crate::session::Session;
 use crate::tokenizer::ChatMessage;
 
@@ -16,6 +17,8 @@ const VERDICT_PREFIX: &str = "Verdict: [[";
 pub struct StepJudge {
     /// The judge's question, with `{question}` and `{partial}` placeholders.
     template: String,
+    /// A chat turn, or plain text for base models.
+    style: PromptStyle,
     /// The tokens of `VERDICT_PREFIX`, appended to the chat-rendered prompt.
     prefix: Vec<u32>,
     yes: u32,
@@ -38,14 +41,15 @@ pub const STEP_JUDGE_PROMPT: &str = "Question: {question}\n\nPartial solution:\n
      Reply [[Y]] if they are, or [[N]] if any step is wrong.";
 
 impl StepJudge {
-    /// A judge for `engine`'s model with the built-in prompt. Fails when the
-    /// tokenizer cannot give `Y` and `N` tokens of their own after `[[`.
-    pub fn new(engine: &Engine) -> Result<Self> {
-        Self::with_prompt(engine, STEP_JUDGE_PROMPT)
+    /// A judge for `engine`'s model with the built-in prompt, put as a chat
+    /// turn or as plain text (`style`, resolved for the engine). Fails when
+    /// the tokenizer cannot give `Y` and `N` tokens of their own after `[[`.
+    pub fn new(engine: &Engine, style: PromptStyle) -> Result<Self> {
+        Self::with_prompt(engine, style, STEP_JUDGE_PROMPT)
     }
 
     /// A judge with `template` (placeholders `{question}` and `{partial}`).
-    pub fn with_prompt(engine: &Engine, template: &str) -> Result<Self> {
+    pub fn with_prompt(engine: &Engine, style: PromptStyle, template: &str) -> Result<Self> {
         if !template.contains("{partial}") {
             return Err(Error::Invalid(
                 "step judge prompt has no {partial} placeholder".into(),
@@ -65,6 +69,7 @@ impl StepJudge {
         };
         Ok(StepJudge {
             template: template.to_string(),
+            style: style.resolve(engine),
             yes: letter("Y")?,
             no: letter("N")?,
             prefix,
@@ -78,7 +83,10 @@ impl StepJudge {
             &self.template,
             &[("{question}", question), ("{partial}", partial)],
         );
-        let mut ids = engine.encode_chat(&[ChatMessage::user(text)], Some(false))?;
+        let mut ids = match self.style {
+            PromptStyle::FewShot => engine.encode(&Prompt::Text(format!("{text}\n\n")))?,
+            _ => engine.encode_chat(&[ChatMessage::user(text)], Some(false))?,
+        };
         ids.extend_from_slice(&self.prefix);
         Ok(ids)
     }

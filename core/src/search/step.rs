@@ -17,6 +17,7 @@ use std::ops::ControlFlow;
 use super::judge::StepJudge;
 use crate::error::{Error, Result};
 use crate::sampler::SamplerConfig;
+use crate::scaling::prompt::cut_at_stop;
 use crate::session::{FinishReason, GenerateOptions, Session, MAX_PARALLEL};
 
 /// Settings of [`step_search`].
@@ -35,6 +36,9 @@ pub struct StepOptions {
     pub temperature: f32,
     pub top_p: f32,
     pub seed: u64,
+    /// A partial solution whose text reaches one of these is complete, and
+    /// its text ends before it.
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for StepOptions {
@@ -48,6 +52,7 @@ impl Default for StepOptions {
             temperature: 0.7,
             top_p: 0.95,
             seed: 0,
+            stop_strings: Vec::new(),
         }
     }
 }
@@ -201,8 +206,11 @@ pub fn step_search(
             for g in gens {
                 let mut tokens = parent.tokens.clone();
                 tokens.extend(g.tokens.iter().map(|t| t.token));
-                let text = tokenizer.decode(&tokens, true)?;
+                let mut text = tokenizer.decode(&tokens, true)?;
+                let whole = text.len();
+                text.truncate(cut_at_stop(&text, &options.stop_strings).len());
                 let done = g.finish_reason == FinishReason::Stop
+                    || text.len() < whole
                     || tokens.len() >= options.max_tokens
                     || is_complete(&text);
                 fresh.push(Partial {
