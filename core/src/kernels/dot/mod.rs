@@ -55,6 +55,10 @@ pub(crate) enum Isa {
     /// x86_64 with AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86_64 with AVX2, FMA, F16C and AVX-VNNI (Alder Lake, Zen 4 and
+    /// later): the AVX2 kernels with fused byte dot products.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Vnni,
     /// aarch64 Advanced SIMD (always present on aarch64).
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -63,6 +67,10 @@ pub(crate) enum Isa {
 impl Isa {
     /// The fastest instruction set this CPU supports.
     pub(crate) fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::vnni_available() {
+            return Isa::Avx2Vnni;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             return Isa::Avx2;
@@ -95,6 +103,9 @@ pub(crate) fn dot_rows<F: FnMut(usize, usize, f32)>(
         // the CPU features (tests construct it the same way).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::dot_rows(w, rows, acts, n, out) },
+        // SAFETY: as above, with AVX-VNNI detected too.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Vnni => unsafe { avx2::dot_rows_vnni(w, rows, acts, n, out) },
         // SAFETY: as above, NEON was detected.
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::dot_rows(w, rows, acts, n, out) },
@@ -108,7 +119,7 @@ pub(crate) fn quantize_q8_0(isa: Isa, src: &[f32], dst: &mut [BlockQ8_0]) {
         Isa::Scalar => crate::quant::quantize_row_q8_0(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::quantize_q8_0(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_0(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_0(src, dst) },
     }
@@ -121,7 +132,7 @@ pub(crate) fn quantize_q8_1(isa: Isa, src: &[f32], dst: &mut [BlockQ8_1]) {
         Isa::Scalar => crate::quant::quantize_row_q8_1(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::quantize_q8_1(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_1(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_1(src, dst) },
     }
@@ -148,7 +159,7 @@ pub(crate) fn quantize_q8_k(isa: Isa, src: &[f32], dst: &mut [BlockQ8K]) {
         Isa::Scalar => crate::quant::quantize_row_q8_k(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::quantize_q8_k(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_k(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_k(src, dst) },
     }

@@ -87,6 +87,11 @@ fn isas() -> Vec<Isa> {
     let best = Isa::best();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            assert_eq!(best, Isa::Avx2Vnni, "an AVX-VNNI CPU must use it");
+            // The plain AVX2 kernels are checked on it too.
+            return vec![Isa::Avx2Vnni, Isa::Avx2];
+        }
         assert_eq!(best, Isa::Avx2, "an AVX2 CPU must select the AVX2 backend");
     }
     #[cfg(target_arch = "aarch64")]
