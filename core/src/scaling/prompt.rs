@@ -76,18 +76,38 @@ impl FromStr for PromptStyle {
 pub const FEW_SHOT_STOPS: [&str; 2] = ["\n\n", "\nQuestion:"];
 
 /// Worked examples for numeric answers: a line of working, then the answer.
+/// Sums, differences with positive, zero and negative results, and word
+/// problems: with fewer kinds, a base model copies the nearest example's
+/// form (Gemma 3 270M gave every difference as negative when the only
+/// subtraction shown had a negative result).
 const NUMBER_EXAMPLES: &str = "\
 Question: What is 4 + 3?
 4 + 3 = 7.
 Answer: 7
 
+Question: What is 8 - 5?
+8 - 5 = 3.
+Answer: 3
+
+Question: What is 6 + 9?
+6 + 9 = 15.
+Answer: 15
+
 Question: What is 2 - 9?
 2 - 9 = -7.
 Answer: -7
 
+Question: What is 7 - 7?
+7 - 7 = 0.
+Answer: 0
+
 Question: Lena has 12 shells and finds 5 more on the beach. How many shells does she have?
 12 + 5 = 17.
 Answer: 17
+
+Question: Omar had 15 cards and lost 6. How many cards does he have left?
+15 - 6 = 9.
+Answer: 9
 
 Question: A ticket costs 6 dollars. How much do 3 tickets cost?
 3 * 6 = 18.
