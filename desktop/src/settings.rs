@@ -82,8 +82,8 @@ pub struct ScalingArgs {
     /// Cap on tokens generated over all samples of one question.
     #[arg(long)]
     pub max_total_tokens: Option<usize>,
-    /// Text appended to each question (default: a request to think step by
-    /// step and end with an "Answer:" line).
+    /// Text appended to each question (default: a request to end with an
+    /// "Answer:" line); in a few-shot prompt, its first line (default: none).
     #[arg(long)]
     pub instruction: Option<String>,
     /// Cap on wall time per question, in seconds.
