@@ -94,8 +94,9 @@ pub struct ForcedTrace {
 }
 
 /// Generates one trace after `prompt` under `budget`. `options` gives the
-/// sampler and cancellation; its `max_tokens` and stop strings are replaced
-/// per phase. `on_event` sees every generated token.
+/// sampler and cancellation; its `max_tokens` is replaced per phase, and its
+/// stop strings end thinking like the end delimiter and end the answer (a
+/// few-shot prompt's next example). `on_event` sees every generated token.
 pub fn think_with_budget(
     session: &mut Session<'_>,
     engine: &Engine,
@@ -128,9 +129,11 @@ pub fn think_with_budget(
     let mut stopped = false;
     loop {
         let ids = continued(prompt, tokenizer, &trace.text)?;
+        let mut stop_strings = vec![delims.end.to_string()];
+        stop_strings.extend(options.stop_strings.iter().cloned());
         let phase = GenerateOptions {
             max_tokens: budget.max_thinking - trace.thinking_tokens,
-            stop_strings: vec![delims.end.to_string()],
+            stop_strings,
             ..options.clone()
         };
         let g = session.generate(&ids, &phase, on_event)?;
@@ -173,7 +176,6 @@ pub fn think_with_budget(
     let ids = continued(prompt, tokenizer, &trace.text)?;
     let phase = GenerateOptions {
         max_tokens: budget.answer_tokens,
-        stop_strings: Vec::new(),
         ..options.clone()
     };
     let g = session.generate(&ids, &phase, on_event)?;
@@ -198,7 +200,10 @@ fn continued(
 
 impl Run<'_, '_> {
     pub(super) fn budget(&mut self, budget: ThinkingBudget) -> Result<(Option<String>, f64)> {
-        let opts = GenerateOptions::default();
+        let opts = GenerateOptions {
+            stop_strings: self.stops.clone(),
+            ..Default::default()
+        };
         let (limits, deadline, mut spent, mut limited) =
             (self.options.limits, self.deadline, self.spent, false);
         let trace = think_with_budget(

@@ -1,7 +1,7 @@
 //! The model's own judgement of a partial solution, read from one forward
 //! pass: the judge prompt ends with `Verdict: [[` in the assistant's turn
-//! (after the plain-text prompt, for base models), and the score is the probability of `Y` against `N` as the next token.
-//! Nothing is sampled.
+//! (after the plain-text prompt, for base models), and the score is the
+//! probability of `Y` against `N` as the next token. Nothing is sampled.
 
 use crate::engine::{Engine, Prompt};
 use crate::error::{Error, Result};
