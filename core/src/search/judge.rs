@@ -19,7 +19,7 @@ pub struct StepJudge {
     template: String,
     /// A chat turn, or plain text for base models.
     style: PromptStyle,
-    /// The tokens of `VERDICT_PREFIX`, appended to the chat-rendered prompt.
+    /// The tokens of `VERDICT_PREFIX`, appended to the rendered judge prompt.
     prefix: Vec<u32>,
     yes: u32,
     no: u32,

@@ -143,7 +143,7 @@ pub struct TraceParts {
     /// Unix time in seconds (UTC).
     pub created_at: u64,
     pub question: String,
-    /// The chat-rendered prompt the model saw.
+    /// The rendered prompt the model saw (chat-templated, or few-shot text).
     pub prompt: String,
     pub answer: Option<String>,
     /// The chosen sample's text.
