@@ -92,6 +92,8 @@ pub struct MatmulScratch {
     q8_k: Vec<BlockQ8K>,
     /// Per-block activation sums for the 32-value formats.
     sums: Vec<f32>,
+    /// Per-block activation scales for the 32-value formats.
+    scales: Vec<f32>,
 }
 
 /// Grows `v` to at least `len` elements and returns its first `len`.
@@ -316,7 +318,13 @@ fn quantize_acts<'s>(
             });
             let sums = grow(&mut scratch.sums, nb);
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
-            Acts::Q8_0 { blocks, sums }
+            let scales = grow(&mut scratch.scales, nb);
+            par_map(pool, blocks, scales, 1, dot::block_scales_q8_0);
+            Acts::Q8_0 {
+                blocks,
+                sums,
+                scales,
+            }
         }
         GgmlType::Q4_1 => {
             let nb = x.len() / 32;
@@ -326,7 +334,13 @@ fn quantize_acts<'s>(
             });
             let sums = grow(&mut scratch.sums, nb);
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
-            Acts::Q8_1 { blocks, sums }
+            let scales = grow(&mut scratch.scales, nb);
+            par_map(pool, blocks, scales, 1, dot::block_scales_q8_1);
+            Acts::Q8_1 {
+                blocks,
+                sums,
+                scales,
+            }
         }
         GgmlType::Q4K | GgmlType::Q6K => {
             let dst = grow(&mut scratch.q8_k, x.len() / QK_K);

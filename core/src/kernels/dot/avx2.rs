@@ -92,11 +92,7 @@ pub(crate) unsafe fn dot_rows_vnni<F: FnMut(usize, usize, f32)>(
 ) {
     // One column gains nothing from it, and Q8_0 rows stream slower
     // (measured on Zen 4): matrix-vector products keep the AVX2 path.
-    if n == 1 {
-        dot_rows_with::<false, F>(w, rows, acts, n, out)
-    } else {
-        dot_rows_with::<true, F>(w, rows, acts, n, out)
-    }
+    dot_rows_with::<true, F>(w, rows, acts, n, out)
 }
 
 /// The body of [`dot_rows`] and [`dot_rows_vnni`], inlined into each.
@@ -116,17 +112,17 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
     let base = w.data.as_ptr();
     let cols = w.cols;
     match (w.dtype, acts) {
-        (GgmlType::Q4_0, Acts::Q8_0 { blocks, sums }) => {
-            run32::<K_Q4_0, VNNI, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        (GgmlType::Q4_0, Acts::Q8_0 { blocks, sums, scales }) => {
+            run32::<K_Q4_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
         }
-        (GgmlType::Q5_0, Acts::Q8_0 { blocks, sums }) => {
-            run32::<K_Q5_0, VNNI, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        (GgmlType::Q5_0, Acts::Q8_0 { blocks, sums, scales }) => {
+            run32::<K_Q5_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
         }
-        (GgmlType::Q8_0, Acts::Q8_0 { blocks, sums }) => {
-            run32::<K_Q8_0, VNNI, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        (GgmlType::Q8_0, Acts::Q8_0 { blocks, sums, scales }) => {
+            run32::<K_Q8_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
         }
-        (GgmlType::Q4_1, Acts::Q8_1 { blocks, sums }) => {
-            run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, cols, n, out)
+        (GgmlType::Q4_1, Acts::Q8_1 { blocks, sums, scales }) => {
+            run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
         }
         (GgmlType::Q4K, Acts::Q8K(a)) => run_k::<true, F>(base, rb, rows, a, cols, n, out),
         (GgmlType::Q6K, Acts::Q8K(a)) => run_k::<false, F>(base, rb, rows, a, cols, n, out),
@@ -151,12 +147,13 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     rows: Range<usize>,
     a: &[A],
     sums: &[f32],
+    scales: &[f32],
     cols: usize,
     n: usize,
     out: &mut F,
 ) {
     let nb = cols / 32;
-    assert!(a.len() >= n * nb && sums.len() >= n * nb);
+    assert!(a.len() >= n * nb && sums.len() >= n * nb && scales.len() >= n * nb);
     for_each_tile(
         rows,
         n,
@@ -169,17 +166,18 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
                 let wp = base.add(r0 * rb);
                 let ap = a.as_ptr().add(c0 * nb);
                 let sp = sums.as_ptr().add(c0 * nb);
+                let dp = scales.as_ptr().add(c0 * nb);
                 if VNNI {
                     dispatch_tile!(
                         tile32_vnni, [K, A], rr, cc,
                         rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, sp, nb, res)
+                        (wp, rb, ap, sp, dp, nb, res)
                     )
                 } else {
                     dispatch_tile!(
                         tile32, [K, A], rr, cc,
                         rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, sp, nb, res)
+                        (wp, rb, ap, sp, dp, nb, res)
                     )
                 }
             }
@@ -333,23 +331,26 @@ unsafe fn bytes_from_bits(p: *const u8) -> __m256i {
 
 // ---------------------------------------------------------------------------
 // 32-value formats. Q4_0, Q4_1 and Q5_0 are multiplied as unsigned values
-// (`maddubs` takes them directly) and their per-block offset is applied
-// separately: with `w = d*u + o` (o = -8d, m, -16d),
-// `sum(w*x) = d*d_a*sum(u*q) + o*(d_a*sum(q))`, and the second term is a
-// dot product over blocks of the row's offsets with the column's contiguous
-// block sums, done eight blocks per instruction. Q8_0 uses the sign trick.
+// (`maddubs` and `vpdpbusd` take them directly) and their per-block offset
+// is applied separately: with `w = d*u + o` (o = -8d, m, -16d),
+// `sum(w*x) = d*d_a*sum(u*q) + o*(d_a*sum(q))`, where `d_a*sum(q)` is the
+// column's contiguous block sum. Q8_0 uses the sign trick.
+//
+// The kernel walks the blocks in groups of eight. A block's byte products
+// stay integer until the eight blocks' sums are reduced into the eight
+// lanes of one vector (`reduce8`); only then are they converted to float and
+// scaled, by eight weight scales gathered from the group's blocks and eight
+// contiguous activation scales. Lane k of a column's accumulator sums the
+// blocks k, k + 8, k + 16, ... one after another, and its eight lanes are
+// added at the end, so every column goes through the same operations in the
+// same order whatever the tile width.
 
 /// The fields the 32-value kernel reads from an activation block.
 trait Act32 {
-    fn d(&self) -> f32;
     fn qs(&self) -> &[i8; 32];
 }
 
 impl Act32 for BlockQ8_0 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
     #[inline(always)]
     fn qs(&self) -> &[i8; 32] {
         &self.qs
@@ -357,10 +358,6 @@ impl Act32 for BlockQ8_0 {
 }
 
 impl Act32 for BlockQ8_1 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d
-    }
     #[inline(always)]
     fn qs(&self) -> &[i8; 32] {
         &self.qs
@@ -377,52 +374,114 @@ const fn bytes32(k: u8) -> usize {
     }
 }
 
-/// The block at `p`: its 32 values (unsigned, except Q8_0's signed ones),
-/// its scale and its offset coefficient (0 for Q8_0).
+/// Blocks per group: one vector lane each.
+const GROUP: usize = 8;
+
+/// The 32 values of the block at `p`: unsigned, except Q8_0's signed ones.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack32<const K: u8>(p: *const u8) -> (__m256i, f32, f32) {
+unsafe fn values32<const K: u8>(p: *const u8) -> __m256i {
     match K {
-        K_Q4_0 => {
-            let d = f16_at(p);
-            (nibbles(p.add(2)), d, -8.0 * d)
-        }
-        K_Q4_1 => {
-            // d and m are adjacent: convert both at once.
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
-            let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-            (nibbles(p.add(4)), _mm_cvtss_f32(dm), m)
-        }
+        K_Q4_0 => nibbles(p.add(2)),
+        K_Q4_1 => nibbles(p.add(4)),
         K_Q5_0 => {
             // The fifth bits, as 0x10 bytes, on top of the nibbles.
             let high = _mm256_and_si256(bytes_from_bits(p.add(2)), _mm256_set1_epi8(0x10));
-            let d = f16_at(p);
-            (_mm256_or_si256(nibbles(p.add(6)), high), d, -16.0 * d)
+            _mm256_or_si256(nibbles(p.add(6)), high)
         }
-        _ => (_mm256_loadu_si256(p.add(2).cast()), f16_at(p), 0.0),
+        _ => _mm256_loadu_si256(p.add(2).cast()),
     }
 }
 
-/// Blocks per pass of [`tile32`]: the offsets of a pass are kept on the
-/// stack and applied at its end.
-const PASS: usize = 64;
+/// The scales and offset coefficients (0 for Q8_0) of the `g <= 8` blocks
+/// from `p` on, one per lane; lanes `g..` are 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales32<const K: u8>(p: *const u8, g: usize) -> (__m256, __m256) {
+    // The first 4 bytes of block k (Q4_1: d and m; otherwise d and more).
+    let head = |k: usize| -> i32 {
+        if k < g {
+            p.add(k * bytes32(K)).cast::<i32>().read_unaligned()
+        } else {
+            0
+        }
+    };
+    let heads = _mm256_setr_epi32(
+        head(0),
+        head(1),
+        head(2),
+        head(3),
+        head(4),
+        head(5),
+        head(6),
+        head(7),
+    );
+    // [d0 x0 d1 x1 | d2 x2 d3 x3] and [d4 x4 d5 x5 | d6 x6 d7 x7] as f32.
+    let lo = _mm256_cvtph_ps(_mm256_castsi256_si128(heads));
+    let hi = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(heads));
+    // Even f16 lanes are the scales, odd ones (Q4_1) the minimums; the
+    // shuffle leaves the blocks in order 0 1 4 5 2 3 6 7.
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    let d = order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi));
+    let off = match K {
+        K_Q4_0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
+        K_Q4_1 => order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)),
+        K_Q5_0 => _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
+        _ => _mm256_setzero_ps(),
+    };
+    (d, off)
+}
+
+/// Eight contiguous floats at `p`, of which the first `g` are read and the
+/// rest are 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_first(p: *const f32, g: usize) -> __m256 {
+    if g == GROUP {
+        _mm256_loadu_ps(p)
+    } else {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(g as i32), lane);
+        _mm256_maskload_ps(p, mask)
+    }
+}
+
+/// `[sum(v[0]), ..., sum(v[7])]`: the lane sums of eight vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(v: &[__m256i; GROUP]) -> __m256i {
+    // Per 128-bit half: pairs, then quads of each vector's lanes.
+    let a01 = _mm256_hadd_epi32(v[0], v[1]);
+    let a23 = _mm256_hadd_epi32(v[2], v[3]);
+    let a45 = _mm256_hadd_epi32(v[4], v[5]);
+    let a67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Low halves: lanes 0..4 sums of v[0..4] / v[4..8]; high halves: 4..8.
+    let b0 = _mm256_hadd_epi32(a01, a23);
+    let b1 = _mm256_hadd_epi32(a45, a67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(b0, b1),
+        _mm256_permute2x128_si256::<0x31>(b0, b1),
+    )
+}
 
 /// `R` rows × `C` columns of a 32-value format: `res[r][c] = dot(row r,
 /// column c)`, with `nb` blocks per row and per column.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `w` holds `R` rows of `row_bytes` bytes (at
-/// least `nb` blocks each); `a` and `sums` hold `C` columns of `nb` blocks.
+/// least `nb` blocks each); `a`, `sums` and `scales` hold `C` columns of
+/// `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile32<const K: u8, A: Act32, const R: usize, const C: usize>(
     w: *const u8,
     row_bytes: usize,
     a: *const A,
     sums: *const f32,
+    scales: *const f32,
     nb: usize,
     res: &mut TileOut,
 ) {
-    tile32_with::<K, A, false, R, C>(w, row_bytes, a, sums, nb, res)
+    tile32_with::<K, A, false, R, C>(w, row_bytes, a, sums, scales, nb, res)
 }
 
 /// [`tile32`] summing byte products with AVX-VNNI.
@@ -435,10 +494,11 @@ unsafe fn tile32_vnni<const K: u8, A: Act32, const R: usize, const C: usize>(
     row_bytes: usize,
     a: *const A,
     sums: *const f32,
+    scales: *const f32,
     nb: usize,
     res: &mut TileOut,
 ) {
-    tile32_with::<K, A, true, R, C>(w, row_bytes, a, sums, nb, res)
+    tile32_with::<K, A, true, R, C>(w, row_bytes, a, sums, scales, nb, res)
 }
 
 /// The body of [`tile32`] and [`tile32_vnni`], inlined into each.
@@ -448,69 +508,77 @@ unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool, const R: usize, c
     row_bytes: usize,
     a: *const A,
     sums: *const f32,
+    scales: *const f32,
     nb: usize,
     res: &mut TileOut,
 ) {
-    let signed = K == K_Q8_0;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut tail = [[0.0f32; C]; R];
-    let mut offs = [[0.0f32; PASS]; R];
     let mut b0 = 0;
-    while b0 < nb {
-        let len = PASS.min(nb - b0);
-        for bi in 0..len {
-            let b = b0 + bi;
-            for r in 0..R {
-                let (q, d, off) = unpack32::<K>(w.add(r * row_bytes + b * bytes32(K)));
-                offs[r][bi] = off;
-                // maddubs wants its first operand unsigned.
-                let x = if signed { _mm256_sign_epi8(q, q) } else { q };
-                let dv = _mm256_set1_ps(d);
-                for c in 0..C {
-                    let y = &*a.add(c * nb + b);
-                    let mut qy = _mm256_loadu_si256(y.qs().as_ptr().cast());
-                    if signed {
-                        qy = _mm256_sign_epi8(qy, q);
-                    }
-                    // The i16 pair sums of maddubs cannot saturate (x <= 128,
-                    // |qy| <= 127), so both ways give the exact i32 sums.
-                    let sum = if VNNI {
-                        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, qy)
-                    } else {
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(x, qy), ones)
-                    };
-                    let dot = _mm256_cvtepi32_ps(sum);
-                    let t = _mm256_mul_ps(dot, _mm256_set1_ps(y.d()));
-                    acc[r][c] = _mm256_fmadd_ps(t, dv, acc[r][c]);
-                }
-            }
-        }
-        if !signed {
-            let mut bi = 0;
-            while bi + 8 <= len {
-                for r in 0..R {
-                    let o = _mm256_loadu_ps(offs[r].as_ptr().add(bi));
-                    for c in 0..C {
-                        let s = _mm256_loadu_ps(sums.add(c * nb + b0 + bi));
-                        acc[r][c] = _mm256_fmadd_ps(o, s, acc[r][c]);
-                    }
-                }
-                bi += 8;
-            }
-            for bi in bi..len {
-                for r in 0..R {
-                    for c in 0..C {
-                        tail[r][c] += offs[r][bi] * *sums.add(c * nb + b0 + bi);
-                    }
-                }
-            }
-        }
-        b0 += len;
+    while b0 + GROUP <= nb {
+        group32::<K, A, VNNI, R, C>(w, row_bytes, a, sums, scales, nb, b0, GROUP, &mut acc);
+        b0 += GROUP;
+    }
+    if b0 < nb {
+        group32::<K, A, VNNI, R, C>(w, row_bytes, a, sums, scales, nb, b0, nb - b0, &mut acc);
     }
     for r in 0..R {
         for c in 0..C {
-            res[r][c] = hsum(acc[r][c]) + tail[r][c];
+            res[r][c] = hsum(acc[r][c]);
+        }
+    }
+}
+
+/// Adds blocks `b0..b0 + g` (`g <= 8`) of every row and column of the tile
+/// to `acc`. Inlined with `g == GROUP` for whole groups, so its loops unroll
+/// and its arrays stay in registers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn group32<const K: u8, A: Act32, const VNNI: bool, const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const A,
+    sums: *const f32,
+    scales: *const f32,
+    nb: usize,
+    b0: usize,
+    g: usize,
+    acc: &mut [[__m256; C]; R],
+) {
+    let signed = K == K_Q8_0;
+    let ones = _mm256_set1_epi16(1);
+    let bs = bytes32(K);
+    for r in 0..R {
+        let p = w.add(r * row_bytes + b0 * bs);
+        let (dw, off) = scales32::<K>(p, g);
+        let mut x = [_mm256_setzero_si256(); GROUP];
+        for k in 0..g {
+            let q = values32::<K>(p.add(k * bs));
+            // The unsigned operand of the byte products.
+            x[k] = if signed { _mm256_sign_epi8(q, q) } else { q };
+        }
+        for c in 0..C {
+            let y = a.add(c * nb + b0);
+            let mut part = [_mm256_setzero_si256(); GROUP];
+            for k in 0..g {
+                let mut qy = _mm256_loadu_si256((*y.add(k)).qs().as_ptr().cast());
+                if signed {
+                    qy = _mm256_sign_epi8(qy, values32::<K>(p.add(k * bs)));
+                }
+                // The i16 pair sums of maddubs cannot saturate (x <= 128,
+                // |qy| <= 127), so both ways give the exact i32 sums.
+                part[k] = if VNNI {
+                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x[k], qy)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], qy), ones)
+                };
+            }
+            let dot = _mm256_cvtepi32_ps(reduce8(&part));
+            let t = _mm256_mul_ps(dot, load_first(scales.add(c * nb + b0), g));
+            acc[r][c] = _mm256_fmadd_ps(t, dw, acc[r][c]);
+            if !signed {
+                let s = load_first(sums.add(c * nb + b0), g);
+                acc[r][c] = _mm256_fmadd_ps(off, s, acc[r][c]);
+            }
         }
     }
 }

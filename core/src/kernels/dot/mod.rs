@@ -30,18 +30,21 @@ mod tests;
 pub(crate) enum Acts<'a> {
     /// Plain f32 (for F32 and F16 weights): `cols` values per column.
     F32(&'a [f32]),
-    /// One `BlockQ8_0` per 32 values (Q4_0, Q5_0, Q8_0 weights), and per
-    /// block `d * sum(qs)`, contiguous so SIMD kernels can apply the
-    /// weights' constant offsets (-8, -16) eight blocks at a time.
+    /// One `BlockQ8_0` per 32 values (Q4_0, Q5_0, Q8_0 weights); per block
+    /// `d * sum(qs)`, contiguous so SIMD kernels can apply the weights'
+    /// constant offsets (-8, -16) eight blocks at a time; and the blocks'
+    /// `d` again, contiguous, for their scales.
     Q8_0 {
         blocks: &'a [BlockQ8_0],
         sums: &'a [f32],
+        scales: &'a [f32],
     },
     /// One `BlockQ8_1` per 32 values (Q4_1 weights), and the blocks' `s`
-    /// again, contiguous, for the weights' block minimums.
+    /// and `d` again, contiguous (`s` for the weights' block minimums).
     Q8_1 {
         blocks: &'a [BlockQ8_1],
         sums: &'a [f32],
+        scales: &'a [f32],
     },
     /// One `BlockQ8K` per 256 values (Q4_K, Q6_K weights).
     Q8K(&'a [BlockQ8K]),
@@ -149,6 +152,20 @@ pub(crate) fn block_sums_q8_0(blocks: &[BlockQ8_0], sums: &mut [f32]) {
 pub(crate) fn block_sums_q8_1(blocks: &[BlockQ8_1], sums: &mut [f32]) {
     for (s, b) in sums.iter_mut().zip(blocks) {
         *s = b.s;
+    }
+}
+
+/// The contiguous block scales of [`Acts::Q8_0`]: each block's `d`.
+pub(crate) fn block_scales_q8_0(blocks: &[BlockQ8_0], scales: &mut [f32]) {
+    for (s, b) in scales.iter_mut().zip(blocks) {
+        *s = b.d;
+    }
+}
+
+/// The contiguous block scales of [`Acts::Q8_1`]: each block's `d`.
+pub(crate) fn block_scales_q8_1(blocks: &[BlockQ8_1], scales: &mut [f32]) {
+    for (s, b) in scales.iter_mut().zip(blocks) {
+        *s = b.d;
     }
 }
 

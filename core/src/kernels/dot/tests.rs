@@ -13,6 +13,8 @@ struct TestActs {
     q8_k: Vec<BlockQ8K>,
     sums_0: Vec<f32>,
     sums_1: Vec<f32>,
+    scales_0: Vec<f32>,
+    scales_1: Vec<f32>,
 }
 
 impl TestActs {
@@ -22,11 +24,14 @@ impl TestActs {
         let mut q8_1 = vec![BlockQ8_1::default(); nb];
         let mut q8_k = vec![BlockQ8K::default(); x.len() / 256];
         let (mut sums_0, mut sums_1) = (vec![0.0; nb], vec![0.0; nb]);
+        let (mut scales_0, mut scales_1) = (vec![0.0; nb], vec![0.0; nb]);
         if x.len().is_multiple_of(32) {
             crate::quant::quantize_row_q8_0(&x, &mut q8_0);
             crate::quant::quantize_row_q8_1(&x, &mut q8_1);
             block_sums_q8_0(&q8_0, &mut sums_0);
             block_sums_q8_1(&q8_1, &mut sums_1);
+            block_scales_q8_0(&q8_0, &mut scales_0);
+            block_scales_q8_1(&q8_1, &mut scales_1);
         }
         if x.len().is_multiple_of(256) {
             crate::quant::quantize_row_q8_k(&x, &mut q8_k);
@@ -38,6 +43,8 @@ impl TestActs {
             q8_k,
             sums_0,
             sums_1,
+            scales_0,
+            scales_1,
         }
     }
 
@@ -47,11 +54,13 @@ impl TestActs {
             GgmlType::Q4_1 => Acts::Q8_1 {
                 blocks: &self.q8_1,
                 sums: &self.sums_1,
+                scales: &self.scales_1,
             },
             GgmlType::Q4K | GgmlType::Q6K => Acts::Q8K(&self.q8_k),
             _ => Acts::Q8_0 {
                 blocks: &self.q8_0,
                 sums: &self.sums_0,
+                scales: &self.scales_0,
             },
         }
     }
