@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::quant::{byte_len, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QuantError, QK_K};
 
-use super::dot::{self, Acts, Isa};
+use super::dot::{self, Acts, Block8x8, Isa};
 use super::pool::ThreadPool;
 
 /// A row-major matrix of quantized weights borrowed from tensor data: each of
@@ -94,6 +94,8 @@ pub struct MatmulScratch {
     sums: Vec<f32>,
     /// Per-block activation scales for the 32-value formats.
     scales: Vec<f32>,
+    /// The 32-value activations in column groups, for kernels that read them.
+    groups: Vec<Block8x8>,
 }
 
 /// Grows `v` to at least `len` elements and returns its first `len`.
@@ -252,7 +254,7 @@ fn matmul_many_with(
         ys.iter_mut().for_each(|y| y.fill(0.0));
         return;
     }
-    let acts = quantize_acts(isa, pool, ws[0].dtype, x, scratch);
+    let acts = quantize_acts(isa, pool, ws[0].dtype, x, n, scratch);
 
     let nt = pool.n_threads();
     let total: usize = ws.iter().map(|w| w.rows).sum();
@@ -306,6 +308,7 @@ fn quantize_acts<'s>(
     pool: &ThreadPool,
     dtype: GgmlType,
     x: &'s [f32],
+    n: usize,
     scratch: &'s mut MatmulScratch,
 ) -> Acts<'s> {
     match dtype {
@@ -320,10 +323,12 @@ fn quantize_acts<'s>(
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
             let scales = grow(&mut scratch.scales, nb);
             par_map(pool, blocks, scales, 1, dot::block_scales_q8_0);
+            let groups = groups(isa, &mut scratch.groups, n, |j| &blocks[j].qs, scales, sums);
             Acts::Q8_0 {
                 blocks,
                 sums,
                 scales,
+                groups,
             }
         }
         GgmlType::Q4_1 => {
@@ -336,10 +341,12 @@ fn quantize_acts<'s>(
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
             let scales = grow(&mut scratch.scales, nb);
             par_map(pool, blocks, scales, 1, dot::block_scales_q8_1);
+            let groups = groups(isa, &mut scratch.groups, n, |j| &blocks[j].qs, scales, sums);
             Acts::Q8_1 {
                 blocks,
                 sums,
                 scales,
+                groups,
             }
         }
         GgmlType::Q4K | GgmlType::Q6K => {
@@ -351,6 +358,25 @@ fn quantize_acts<'s>(
         }
         t => unreachable!("validated matrix of unsupported type {t}"),
     }
+}
+
+/// The `n` columns of 32-value activations (block `j`'s values `qs(j)`) in
+/// [`Block8x8`] column groups, if `isa` reads them and `n > 1`; else empty.
+fn groups<'s, 'q>(
+    isa: Isa,
+    buf: &'s mut Vec<Block8x8>,
+    n: usize,
+    qs: impl Fn(usize) -> &'q [i8; 32],
+    scales: &[f32],
+    sums: &[f32],
+) -> &'s [Block8x8] {
+    if n < 2 || !isa.wants_groups() {
+        return &[];
+    }
+    let nb = scales.len() / n;
+    let dst = grow(buf, n.div_ceil(8) * nb);
+    dot::interleave_8x8(qs, scales, sums, n, nb, dst);
+    dst
 }
 
 /// Runs `f(src_part, dst_part)` over matching parts of `src` and `dst`

@@ -22,7 +22,7 @@ use std::ops::Range;
 use crate::quant::{round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
 
 use super::super::matmul::QMatrix;
-use super::{dispatch_tile, for_each_tile, Acts, TileOut};
+use super::{dispatch_tile, for_each_tile, Acts, Block8x8, TileOut};
 
 /// Whether this CPU has the features every function here requires.
 pub(crate) fn available() -> bool {
@@ -112,17 +112,49 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
     let base = w.data.as_ptr();
     let cols = w.cols;
     match (w.dtype, acts) {
-        (GgmlType::Q4_0, Acts::Q8_0 { blocks, sums, scales }) => {
-            run32::<K_Q4_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
+        (
+            GgmlType::Q4_0,
+            Acts::Q8_0 {
+                blocks,
+                sums,
+                scales,
+                groups,
+            },
+        ) => {
+            run32::<K_Q4_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
         }
-        (GgmlType::Q5_0, Acts::Q8_0 { blocks, sums, scales }) => {
-            run32::<K_Q5_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
+        (
+            GgmlType::Q5_0,
+            Acts::Q8_0 {
+                blocks,
+                sums,
+                scales,
+                groups,
+            },
+        ) => {
+            run32::<K_Q5_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
         }
-        (GgmlType::Q8_0, Acts::Q8_0 { blocks, sums, scales }) => {
-            run32::<K_Q8_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
+        (
+            GgmlType::Q8_0,
+            Acts::Q8_0 {
+                blocks,
+                sums,
+                scales,
+                groups,
+            },
+        ) => {
+            run32::<K_Q8_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
         }
-        (GgmlType::Q4_1, Acts::Q8_1 { blocks, sums, scales }) => {
-            run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, scales, cols, n, out)
+        (
+            GgmlType::Q4_1,
+            Acts::Q8_1 {
+                blocks,
+                sums,
+                scales,
+                groups,
+            },
+        ) => {
+            run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
         }
         (GgmlType::Q4K, Acts::Q8K(a)) => run_k::<true, F>(base, rb, rows, a, cols, n, out),
         (GgmlType::Q6K, Acts::Q8K(a)) => run_k::<false, F>(base, rb, rows, a, cols, n, out),
@@ -148,12 +180,14 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     a: &[A],
     sums: &[f32],
     scales: &[f32],
+    groups: &[Block8x8],
     cols: usize,
     n: usize,
     out: &mut F,
 ) {
     let nb = cols / 32;
     assert!(a.len() >= n * nb && sums.len() >= n * nb && scales.len() >= n * nb);
+    assert!(n < 2 || groups.len() >= n.div_ceil(8) * nb, "column groups");
     for_each_tile(
         rows,
         n,
@@ -167,18 +201,16 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
                 let ap = a.as_ptr().add(c0 * nb);
                 let sp = sums.as_ptr().add(c0 * nb);
                 let dp = scales.as_ptr().add(c0 * nb);
-                if VNNI {
-                    dispatch_tile!(
-                        tile32_vnni, [K, A], rr, cc,
-                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, sp, dp, nb, res)
-                    )
-                } else {
-                    dispatch_tile!(
-                        tile32, [K, A], rr, cc,
-                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, sp, dp, nb, res)
-                    )
+                debug_assert!(rr == 1 && c0 % 8 == 0);
+                match (cc, VNNI) {
+                    (1, false) => tile32::<K, A, 1, 1>(wp, rb, ap, sp, dp, nb, res),
+                    (1, true) => tile32_vnni::<K, A, 1, 1>(wp, rb, ap, sp, dp, nb, res),
+                    (_, false) => {
+                        tile32_groups::<K>(wp, groups.as_ptr().add(c0 / 8 * nb), nb, cc, res)
+                    }
+                    (_, true) => {
+                        tile32_groups_vnni::<K>(wp, groups.as_ptr().add(c0 / 8 * nb), nb, cc, res)
+                    }
                 }
             }
         },
@@ -421,7 +453,8 @@ unsafe fn scales32<const K: u8>(p: *const u8, g: usize) -> (__m256, __m256) {
     let hi = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(heads));
     // Even f16 lanes are the scales, odd ones (Q4_1) the minimums; the
     // shuffle leaves the blocks in order 0 1 4 5 2 3 6 7.
-    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    let order =
+        |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
     let d = order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi));
     let off = match K {
         K_Q4_0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
@@ -581,6 +614,124 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool, const R: usize, const
             }
         }
     }
+}
+
+/// The scale and offset coefficient (0 for Q8_0) of the block at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale32<const K: u8>(p: *const u8) -> (f32, f32) {
+    let d = f16_at(p);
+    let off = match K {
+        K_Q4_0 => d * -8.0,
+        K_Q4_1 => f16_at(p.add(2)),
+        K_Q5_0 => d * -16.0,
+        _ => 0.0,
+    };
+    (d, off)
+}
+
+/// One row against the `2 <= cc <= 8` columns of the column group at `g`
+/// (`nb` blocks): `res[0][c] = dot(row, column c)`.
+///
+/// Each block's eight column sums come out of the byte products in the
+/// eight lanes of one vector, and go through the same float operations, in
+/// the same order, as a single column's in [`tile32`]: lane `c` of
+/// accumulator `b % 8` gets block `b` of column `c`, and the accumulators
+/// are added in [`hsum`]'s order. A column's result therefore does not
+/// depend on the columns it is computed with.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds one row of at least `nb` blocks of
+/// format `K`; `g` points to `nb` column-group blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile32_groups<const K: u8>(
+    w: *const u8,
+    g: *const Block8x8,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    tile32_groups_with::<K, false>(w, g, nb, cc, res)
+}
+
+/// [`tile32_groups`] summing byte products with AVX-VNNI.
+///
+/// # Safety
+/// As [`tile32_groups`], and AVX-VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile32_groups_vnni<const K: u8>(
+    w: *const u8,
+    g: *const Block8x8,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    tile32_groups_with::<K, true>(w, g, nb, cc, res)
+}
+
+/// The body of [`tile32_groups`] and [`tile32_groups_vnni`].
+#[inline(always)]
+unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
+    w: *const u8,
+    g: *const Block8x8,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    let signed = K == K_Q8_0;
+    let ones = _mm256_set1_epi16(1);
+    let bs = bytes32(K);
+    let mut acc = [_mm256_setzero_ps(); GROUP];
+    for b in 0..nb {
+        let p = w.add(b * bs);
+        let y = &*g.add(b);
+        // The block's values, four bytes per word, each word broadcast
+        // against the same four bytes of all eight columns.
+        let q = values32::<K>(p);
+        let mut words = [0i32; 8];
+        let mut signs = [0i32; 8];
+        _mm256_storeu_si256(
+            words.as_mut_ptr().cast(),
+            if signed { _mm256_sign_epi8(q, q) } else { q },
+        );
+        if signed {
+            _mm256_storeu_si256(signs.as_mut_ptr().cast(), q);
+        }
+        let mut part = [_mm256_setzero_si256(); 2];
+        for k in 0..8 {
+            let mut a = _mm256_load_si256(y.qs[k].as_ptr().cast());
+            if signed {
+                a = _mm256_sign_epi8(a, _mm256_set1_epi32(signs[k]));
+            }
+            let x = _mm256_set1_epi32(words[k]);
+            part[k % 2] = if VNNI {
+                _mm256_dpbusd_avx_epi32(part[k % 2], x, a)
+            } else {
+                _mm256_add_epi32(
+                    part[k % 2],
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                )
+            };
+        }
+        let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(part[0], part[1]));
+        let (d, off) = scale32::<K>(p);
+        let t = _mm256_mul_ps(dot, _mm256_load_ps(y.d.as_ptr()));
+        let k = b % GROUP;
+        acc[k] = _mm256_fmadd_ps(t, _mm256_set1_ps(d), acc[k]);
+        if !signed {
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(off), _mm256_load_ps(y.s.as_ptr()), acc[k]);
+        }
+    }
+    let s = [
+        _mm256_add_ps(acc[4], acc[0]),
+        _mm256_add_ps(acc[5], acc[1]),
+        _mm256_add_ps(acc[6], acc[2]),
+        _mm256_add_ps(acc[7], acc[3]),
+    ];
+    let total = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), total);
+    res[0][..cc].copy_from_slice(&lanes[..cc]);
 }
 
 // ---------------------------------------------------------------------------

@@ -33,18 +33,23 @@ pub(crate) enum Acts<'a> {
     /// One `BlockQ8_0` per 32 values (Q4_0, Q5_0, Q8_0 weights); per block
     /// `d * sum(qs)`, contiguous so SIMD kernels can apply the weights'
     /// constant offsets (-8, -16) eight blocks at a time; and the blocks'
-    /// `d` again, contiguous, for their scales.
+    /// `d` again, contiguous, for their scales. `groups` holds the same
+    /// blocks as [`Block8x8`]s, `nb` per eight columns, when the kernels of
+    /// [`Isa::wants_groups`] run several columns; otherwise it is empty.
     Q8_0 {
         blocks: &'a [BlockQ8_0],
         sums: &'a [f32],
         scales: &'a [f32],
+        groups: &'a [Block8x8],
     },
     /// One `BlockQ8_1` per 32 values (Q4_1 weights), and the blocks' `s`
     /// and `d` again, contiguous (`s` for the weights' block minimums).
+    /// `groups` as for `Q8_0`.
     Q8_1 {
         blocks: &'a [BlockQ8_1],
         sums: &'a [f32],
         scales: &'a [f32],
+        groups: &'a [Block8x8],
     },
     /// One `BlockQ8K` per 256 values (Q4_K, Q6_K weights).
     Q8K(&'a [BlockQ8K]),
@@ -68,6 +73,16 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
+    /// Whether this instruction set's kernels read [`Block8x8`] column
+    /// groups when a call has several columns.
+    pub(crate) fn wants_groups(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, Isa::Avx2 | Isa::Avx2Vnni) {
+            return true;
+        }
+        false
+    }
+
     /// The fastest instruction set this CPU supports.
     pub(crate) fn best() -> Isa {
         #[cfg(target_arch = "x86_64")]
@@ -166,6 +181,49 @@ pub(crate) fn block_scales_q8_0(blocks: &[BlockQ8_0], scales: &mut [f32]) {
 pub(crate) fn block_scales_q8_1(blocks: &[BlockQ8_1], scales: &mut [f32]) {
     for (s, b) in scales.iter_mut().zip(blocks) {
         *s = b.d;
+    }
+}
+
+/// The same block of eight activation columns, interleaved four bytes at a
+/// time so that one 256-bit load holds bytes `4k..4k + 4` of all eight, with
+/// the blocks' scales and sums side by side.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub(crate) struct Block8x8 {
+    /// `qs[k][c]`: bytes `4k..4k + 4` of column `c`'s block.
+    pub(crate) qs: [[[i8; 4]; 8]; 8],
+    /// Column `c`'s block scale `d`.
+    pub(crate) d: [f32; 8],
+    /// Column `c`'s block sum (as in the `sums` of [`Acts`]).
+    pub(crate) s: [f32; 8],
+}
+
+/// Interleaves `n` columns of `nb` blocks each (`qs`, `scales`, `sums` as
+/// in [`Acts`]) into `dst`: the blocks of columns `8g..8g + 8` at
+/// `dst[g * nb..(g + 1) * nb]`; columns past `n` are zeros.
+pub(crate) fn interleave_8x8<'a, Q>(
+    qs: Q,
+    scales: &[f32],
+    sums: &[f32],
+    n: usize,
+    nb: usize,
+    dst: &mut [Block8x8],
+) where
+    Q: Fn(usize) -> &'a [i8; 32],
+{
+    debug_assert_eq!(dst.len(), n.div_ceil(8) * nb);
+    for (i, out) in dst.iter_mut().enumerate() {
+        let (g, b) = (i / nb, i % nb);
+        *out = Block8x8::default();
+        for c in 0..8.min(n - 8 * g) {
+            let j = (8 * g + c) * nb + b;
+            let q = qs(j);
+            for k in 0..8 {
+                out.qs[k][c].copy_from_slice(&q[4 * k..4 * k + 4]);
+            }
+            out.d[c] = scales[j];
+            out.s[c] = sums[j];
+        }
     }
 }
 

@@ -15,10 +15,12 @@ struct TestActs {
     sums_1: Vec<f32>,
     scales_0: Vec<f32>,
     scales_1: Vec<f32>,
+    groups_0: Vec<Block8x8>,
+    groups_1: Vec<Block8x8>,
 }
 
 impl TestActs {
-    fn new(x: Vec<f32>) -> TestActs {
+    fn new(x: Vec<f32>, n: usize) -> TestActs {
         let nb = x.len() / 32;
         let mut q8_0 = vec![BlockQ8_0::default(); nb];
         let mut q8_1 = vec![BlockQ8_1::default(); nb];
@@ -33,6 +35,29 @@ impl TestActs {
             block_scales_q8_0(&q8_0, &mut scales_0);
             block_scales_q8_1(&q8_1, &mut scales_1);
         }
+        // Column groups for every `n > 1`, as `matmul` builds them.
+        let (mut groups_0, mut groups_1) = (Vec::new(), Vec::new());
+        if n > 1 && x.len().is_multiple_of(32) {
+            let per_col = nb / n;
+            groups_0 = vec![Block8x8::default(); n.div_ceil(8) * per_col];
+            groups_1 = groups_0.clone();
+            interleave_8x8(
+                |j| &q8_0[j].qs,
+                &scales_0,
+                &sums_0,
+                n,
+                per_col,
+                &mut groups_0,
+            );
+            interleave_8x8(
+                |j| &q8_1[j].qs,
+                &scales_1,
+                &sums_1,
+                n,
+                per_col,
+                &mut groups_1,
+            );
+        }
         if x.len().is_multiple_of(256) {
             crate::quant::quantize_row_q8_k(&x, &mut q8_k);
         }
@@ -45,6 +70,8 @@ impl TestActs {
             sums_1,
             scales_0,
             scales_1,
+            groups_0,
+            groups_1,
         }
     }
 
@@ -55,12 +82,14 @@ impl TestActs {
                 blocks: &self.q8_1,
                 sums: &self.sums_1,
                 scales: &self.scales_1,
+                groups: &self.groups_1,
             },
             GgmlType::Q4K | GgmlType::Q6K => Acts::Q8K(&self.q8_k),
             _ => Acts::Q8_0 {
                 blocks: &self.q8_0,
                 sums: &self.sums_0,
                 scales: &self.scales_0,
+                groups: &self.groups_0,
             },
         }
     }
@@ -124,7 +153,7 @@ fn simd_dot_equals_scalar_reference() {
                 let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
                 for &n in &[1usize, 2, 3, 4, 5, 8, 17] {
                     let x = random_f32s(&mut rng, n * cols, 1.0);
-                    let acts = TestActs::new(x);
+                    let acts = TestActs::new(x, n);
                     let reference = run(Isa::Scalar, &w, acts.for_type(dtype), n);
                     let mag = magnitudes(&w, &acts.f32, n);
                     for isa in isas() {
@@ -146,6 +175,37 @@ fn simd_dot_equals_scalar_reference() {
 }
 
 #[test]
+fn a_column_gets_the_same_bits_alone_and_among_others() {
+    // Batched decode relies on this: a sequence's logits must not depend on
+    // the sequences decoded with it.
+    let mut rng = Rng::new(13);
+    for &dtype in SUPPORTED {
+        let cols = if dtype.block_len() == 256 { 512 } else { 576 };
+        let rows = 9;
+        let data = random_weights(&mut rng, dtype, rows, cols);
+        let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
+        for &n in &[2usize, 3, 8, 17] {
+            let x = random_f32s(&mut rng, n * cols, 1.0);
+            let together = TestActs::new(x.clone(), n);
+            for isa in isas() {
+                let all = run(isa, &w, together.for_type(dtype), n);
+                for c in 0..n {
+                    let alone = TestActs::new(x[c * cols..(c + 1) * cols].to_vec(), 1);
+                    let one = run(isa, &w, alone.for_type(dtype), 1);
+                    for r in 0..rows {
+                        assert_eq!(
+                            all[c * rows + r].to_bits(),
+                            one[r].to_bits(),
+                            "{dtype} {isa:?} n={n} column {c} row {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn scalar_dot_equals_dequantized_dot_of_quantized_activations() {
     // The reference itself: the integer formulation must equal the plain
     // dot product of the dequantized weights and dequantized activations.
@@ -155,7 +215,7 @@ fn scalar_dot_equals_dequantized_dot_of_quantized_activations() {
         let data = random_weights(&mut rng, dtype, 5, cols);
         let w = QMatrix::new(dtype, &data, 5, cols).unwrap();
         let x = random_f32s(&mut rng, cols, 1.0);
-        let acts = TestActs::new(x.clone());
+        let acts = TestActs::new(x.clone(), 1);
         // Dequantized activations as the kernel sees them.
         let xa: Vec<f32> = match acts.for_type(dtype) {
             Acts::F32(x) => x.to_vec(),
@@ -255,7 +315,7 @@ fn f32_and_f16_weights_handle_odd_column_counts() {
             let data = random_weights(&mut rng, dtype, 5, cols);
             let w = QMatrix::new(dtype, &data, 5, cols).unwrap();
             for n in [1usize, 3] {
-                let acts = TestActs::new(random_f32s(&mut rng, n * cols, 1.0));
+                let acts = TestActs::new(random_f32s(&mut rng, n * cols, 1.0), n);
                 let reference = run(Isa::Scalar, &w, acts.for_type(dtype), n);
                 let mag = magnitudes(&w, &acts.f32, n);
                 for isa in isas() {
