@@ -7,11 +7,14 @@
 //! Where the CPU has AVX-VNNI, the 32-value formats do both in one
 //! `_mm256_dpbusd_avx_epi32` ([`dot_rows_vnni`]).
 //!
-//! The matrix-vector case (`n == 1`) streams one row at a time with several
-//! independent accumulators. For `n > 1` a register tile of one row × up to
-//! eight columns unpacks each weight block once and uses it for every
-//! column, so the weights are read from memory once per call and the
-//! unpacking cost is shared. All loads are unaligned: weights come from
+//! The 32-value formats keep the byte products of eight blocks in integers
+//! and scale them once, as one vector ([`tile32`]). With several columns,
+//! one row's block is multiplied by eight columns at once, read from
+//! interleaved column groups ([`Block8x8`], [`tile32_groups`]), with the
+//! same float operations per column, so a column's result does not depend
+//! on its neighbours. The K-quants and float weights use a register tile
+//! of one row × up to eight columns that unpacks each weight block once and
+//! uses it for every column. Weight loads are unaligned: weights come from
 //! memory-mapped files.
 
 #![allow(clippy::needless_range_loop)] // index loops over register tiles and block lanes read best
@@ -36,13 +39,11 @@ pub(crate) fn vnni_available() -> bool {
     available() && is_x86_feature_detected!("avxvnni")
 }
 
-/// Tile shape (rows × columns) of the 32-value formats when `n > 1`: one
-/// row keeps its unpacked block in registers while eight columns use it
-/// (measured faster than 2×4, 2×6 and 4×2 on Zen 3). `run32` instantiates
-/// tiles of one row only.
+/// Tile shape (rows × columns) of the 32-value formats: one row against one
+/// column group of eight.
 const MR32: usize = 1;
 const NR32: usize = 8;
-const _: () = assert!(MR32 == 1 && NR32 <= super::MAX_TILE_COLS);
+const _: () = assert!(MR32 == 1 && NR32 == super::MAX_TILE_COLS);
 /// Columns of the K-quant tiles when `n > 1` (one row per tile).
 const NRK: usize = 8;
 /// Tile shape of F32/F16 weights when `n > 1`.
@@ -74,8 +75,8 @@ pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
 }
 
 /// [`dot_rows`] with the 32-value formats' byte products summed by AVX-VNNI
-/// (`vpdpbusd`, one instruction where AVX2 takes two) when there are
-/// several columns; bit for bit the same results.
+/// (`vpdpbusd`, one instruction where AVX2 takes two); bit for bit the same
+/// results.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA, F16C and AVX-VNNI ([`vnni_available`]).
@@ -90,8 +91,6 @@ pub(crate) unsafe fn dot_rows_vnni<F: FnMut(usize, usize, f32)>(
     n: usize,
     out: &mut F,
 ) {
-    // One column gains nothing from it, and Q8_0 rows stream slower
-    // (measured on Zen 4): matrix-vector products keep the AVX2 path.
     dot_rows_with::<true, F>(w, rows, acts, n, out)
 }
 
@@ -164,9 +163,10 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
     }
 }
 
-/// Tiles a 32-value format over rows × columns. Every column goes through
-/// the same instruction sequence whatever the tile width, so a sequence
-/// decoded in a batch gets bit for bit the logits it gets alone.
+/// Tiles a 32-value format over rows × column groups: a lone column runs
+/// [`tile32`], two or more of a group [`tile32_groups`]. Both give a column
+/// the same float operations in the same order, so a sequence decoded in a
+/// batch gets bit for bit the logits it gets alone.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `base` holds `rows.end` rows of `rb` bytes of
@@ -203,8 +203,8 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
                 let dp = scales.as_ptr().add(c0 * nb);
                 debug_assert!(rr == 1 && c0 % 8 == 0);
                 match (cc, VNNI) {
-                    (1, false) => tile32::<K, A, 1, 1>(wp, rb, ap, sp, dp, nb, res),
-                    (1, true) => tile32_vnni::<K, A, 1, 1>(wp, rb, ap, sp, dp, nb, res),
+                    (1, false) => res[0][0] = tile32::<K, A>(wp, ap, sp, dp, nb),
+                    (1, true) => res[0][0] = tile32_vnni::<K, A>(wp, ap, sp, dp, nb),
                     (_, false) => {
                         tile32_groups::<K>(wp, groups.as_ptr().add(c0 / 8 * nb), nb, cc, res)
                     }
@@ -497,24 +497,22 @@ unsafe fn reduce8(v: &[__m256i; GROUP]) -> __m256i {
     )
 }
 
-/// `R` rows × `C` columns of a 32-value format: `res[r][c] = dot(row r,
-/// column c)`, with `nb` blocks per row and per column.
+/// One row · one column of a 32-value format, `nb` blocks each: the
+/// matrix-vector product, and a column group's last column when it is
+/// alone. Returns the dot product.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `w` holds `R` rows of `row_bytes` bytes (at
-/// least `nb` blocks each); `a`, `sums` and `scales` hold `C` columns of
-/// `nb` blocks.
+/// AVX2/FMA/F16C available; `w` holds at least `nb` blocks of format `K`;
+/// `a`, `sums` and `scales` hold `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile32<const K: u8, A: Act32, const R: usize, const C: usize>(
+unsafe fn tile32<const K: u8, A: Act32>(
     w: *const u8,
-    row_bytes: usize,
     a: *const A,
     sums: *const f32,
     scales: *const f32,
     nb: usize,
-    res: &mut TileOut,
-) {
-    tile32_with::<K, A, false, R, C>(w, row_bytes, a, sums, scales, nb, res)
+) -> f32 {
+    tile32_with::<K, A, false>(w, a, sums, scales, nb)
 }
 
 /// [`tile32`] summing byte products with AVX-VNNI.
@@ -522,97 +520,79 @@ unsafe fn tile32<const K: u8, A: Act32, const R: usize, const C: usize>(
 /// # Safety
 /// As [`tile32`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile32_vnni<const K: u8, A: Act32, const R: usize, const C: usize>(
+unsafe fn tile32_vnni<const K: u8, A: Act32>(
     w: *const u8,
-    row_bytes: usize,
     a: *const A,
     sums: *const f32,
     scales: *const f32,
     nb: usize,
-    res: &mut TileOut,
-) {
-    tile32_with::<K, A, true, R, C>(w, row_bytes, a, sums, scales, nb, res)
+) -> f32 {
+    tile32_with::<K, A, true>(w, a, sums, scales, nb)
 }
 
 /// The body of [`tile32`] and [`tile32_vnni`], inlined into each.
 #[inline(always)]
-unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool, const R: usize, const C: usize>(
+unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool>(
     w: *const u8,
-    row_bytes: usize,
     a: *const A,
     sums: *const f32,
     scales: *const f32,
     nb: usize,
-    res: &mut TileOut,
-) {
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
+) -> f32 {
+    let mut acc = _mm256_setzero_ps();
     let mut b0 = 0;
     while b0 + GROUP <= nb {
-        group32::<K, A, VNNI, R, C>(w, row_bytes, a, sums, scales, nb, b0, GROUP, &mut acc);
+        group32::<K, A, VNNI>(w, a, sums, scales, b0, GROUP, &mut acc);
         b0 += GROUP;
     }
     if b0 < nb {
-        group32::<K, A, VNNI, R, C>(w, row_bytes, a, sums, scales, nb, b0, nb - b0, &mut acc);
+        group32::<K, A, VNNI>(w, a, sums, scales, b0, nb - b0, &mut acc);
     }
-    for r in 0..R {
-        for c in 0..C {
-            res[r][c] = hsum(acc[r][c]);
-        }
-    }
+    hsum(acc)
 }
 
-/// Adds blocks `b0..b0 + g` (`g <= 8`) of every row and column of the tile
-/// to `acc`. Inlined with `g == GROUP` for whole groups, so its loops unroll
-/// and its arrays stay in registers.
-#[allow(clippy::too_many_arguments)]
+/// Adds blocks `b0..b0 + g` (`g <= 8`) to `acc`, block `b0 + k` in lane
+/// `k`. Inlined with `g == GROUP` for whole groups, so its loops unroll and
+/// its arrays stay in registers.
 #[inline(always)]
-unsafe fn group32<const K: u8, A: Act32, const VNNI: bool, const R: usize, const C: usize>(
+unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
     w: *const u8,
-    row_bytes: usize,
     a: *const A,
     sums: *const f32,
     scales: *const f32,
-    nb: usize,
     b0: usize,
     g: usize,
-    acc: &mut [[__m256; C]; R],
+    acc: &mut __m256,
 ) {
     let signed = K == K_Q8_0;
     let ones = _mm256_set1_epi16(1);
     let bs = bytes32(K);
-    for r in 0..R {
-        let p = w.add(r * row_bytes + b0 * bs);
-        let (dw, off) = scales32::<K>(p, g);
-        let mut x = [_mm256_setzero_si256(); GROUP];
-        for k in 0..g {
-            let q = values32::<K>(p.add(k * bs));
-            // The unsigned operand of the byte products.
-            x[k] = if signed { _mm256_sign_epi8(q, q) } else { q };
-        }
-        for c in 0..C {
-            let y = a.add(c * nb + b0);
-            let mut part = [_mm256_setzero_si256(); GROUP];
-            for k in 0..g {
-                let mut qy = _mm256_loadu_si256((*y.add(k)).qs().as_ptr().cast());
-                if signed {
-                    qy = _mm256_sign_epi8(qy, values32::<K>(p.add(k * bs)));
-                }
-                // The i16 pair sums of maddubs cannot saturate (x <= 128,
-                // |qy| <= 127), so both ways give the exact i32 sums.
-                part[k] = if VNNI {
-                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x[k], qy)
-                } else {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], qy), ones)
-                };
-            }
-            let dot = _mm256_cvtepi32_ps(reduce8(&part));
-            let t = _mm256_mul_ps(dot, load_first(scales.add(c * nb + b0), g));
-            acc[r][c] = _mm256_fmadd_ps(t, dw, acc[r][c]);
-            if !signed {
-                let s = load_first(sums.add(c * nb + b0), g);
-                acc[r][c] = _mm256_fmadd_ps(off, s, acc[r][c]);
-            }
-        }
+    let p = w.add(b0 * bs);
+    let (dw, off) = scales32::<K>(p, g);
+    let mut part = [_mm256_setzero_si256(); GROUP];
+    for k in 0..g {
+        let q = values32::<K>(p.add(k * bs));
+        let mut qy = _mm256_loadu_si256((*a.add(b0 + k)).qs().as_ptr().cast());
+        // The byte products want their first operand unsigned.
+        let x = if signed {
+            qy = _mm256_sign_epi8(qy, q);
+            _mm256_sign_epi8(q, q)
+        } else {
+            q
+        };
+        // The i16 pair sums of maddubs cannot saturate (x <= 128,
+        // |qy| <= 127), so both ways give the exact i32 sums.
+        part[k] = if VNNI {
+            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, qy)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(x, qy), ones)
+        };
+    }
+    let dot = _mm256_cvtepi32_ps(reduce8(&part));
+    let t = _mm256_mul_ps(dot, load_first(scales.add(b0), g));
+    *acc = _mm256_fmadd_ps(t, dw, *acc);
+    if !signed {
+        *acc = _mm256_fmadd_ps(off, load_first(sums.add(b0), g), *acc);
     }
 }
 
