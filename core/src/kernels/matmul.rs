@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::quant::{byte_len, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QuantError, QK_K};
 
-use super::dot::{self, Acts, Block8x8, Isa};
+use super::dot::{self, Acts, Block8x8, Block8x8K, Isa};
 use super::pool::ThreadPool;
 
 /// A row-major matrix of quantized weights borrowed from tensor data: each of
@@ -96,6 +96,8 @@ pub struct MatmulScratch {
     scales: Vec<f32>,
     /// The 32-value activations in column groups, for kernels that read them.
     groups: Vec<Block8x8>,
+    /// The same for the K-quants' activations.
+    groups_k: Vec<Block8x8K>,
 }
 
 /// Grows `v` to at least `len` elements and returns its first `len`.
@@ -350,11 +352,19 @@ fn quantize_acts<'s>(
             }
         }
         GgmlType::Q4K | GgmlType::Q6K => {
-            let dst = grow(&mut scratch.q8_k, x.len() / QK_K);
-            par_map(pool, x, dst, QK_K, |src, dst| {
+            let blocks = grow(&mut scratch.q8_k, x.len() / QK_K);
+            par_map(pool, x, blocks, QK_K, |src, dst| {
                 dot::quantize_q8_k(isa, src, dst)
             });
-            Acts::Q8K(dst)
+            let groups: &[Block8x8K] = if n > 1 && isa.wants_groups() {
+                let nb = blocks.len() / n;
+                let dst = grow(&mut scratch.groups_k, n.div_ceil(8) * nb);
+                dot::interleave_8x8_k(blocks, n, nb, dst);
+                dst
+            } else {
+                &[]
+            };
+            Acts::Q8K { blocks, groups }
         }
         t => unreachable!("validated matrix of unsupported type {t}"),
     }

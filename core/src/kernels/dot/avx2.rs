@@ -22,10 +22,10 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::quant::{round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
+use crate::quant::{q4k_scales_mins, round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
 
 use super::super::matmul::QMatrix;
-use super::{dispatch_tile, for_each_tile, Acts, Block8x8, TileOut};
+use super::{dispatch_tile, for_each_tile, Acts, Block8x8, Block8x8K, TileOut};
 
 /// Whether this CPU has the features every function here requires.
 pub(crate) fn available() -> bool {
@@ -155,8 +155,12 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
         ) => {
             run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
         }
-        (GgmlType::Q4K, Acts::Q8K(a)) => run_k::<true, F>(base, rb, rows, a, cols, n, out),
-        (GgmlType::Q6K, Acts::Q8K(a)) => run_k::<false, F>(base, rb, rows, a, cols, n, out),
+        (GgmlType::Q4K, Acts::Q8K { blocks, groups }) => {
+            run_k::<true, VNNI, F>(base, rb, rows, blocks, groups, cols, n, out)
+        }
+        (GgmlType::Q6K, Acts::Q8K { blocks, groups }) => {
+            run_k::<false, VNNI, F>(base, rb, rows, blocks, groups, cols, n, out)
+        }
         (GgmlType::F32, Acts::F32(x)) => run_f::<4, F>(base, rb, rows, x, cols, n, out),
         (GgmlType::F16, Acts::F32(x)) => run_f::<2, F>(base, rb, rows, x, cols, n, out),
         (t, a) => panic!("no AVX2 dot product for {t} weights with {a:?} activations"),
@@ -218,22 +222,30 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     )
 }
 
-/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × columns.
+/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × columns. Q4_K runs
+/// [`dot_q4_k`] for a lone column and [`groups_q4_k`] for two or more of a
+/// column group; Q6_K a register tile of up to eight columns.
 ///
 /// # Safety
 /// As [`run32`], for Q4_K / Q6_K rows and `cols` a multiple of 256.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn run_k<const Q4: bool, F: FnMut(usize, usize, f32)>(
+unsafe fn run_k<const Q4: bool, const VNNI: bool, F: FnMut(usize, usize, f32)>(
     base: *const u8,
     rb: usize,
     rows: Range<usize>,
     a: &[BlockQ8K],
+    groups: &[Block8x8K],
     cols: usize,
     n: usize,
     out: &mut F,
 ) {
     let nb = cols / QK_K;
     assert!(a.len() >= n * nb);
+    assert!(
+        !Q4 || n < 2 || groups.len() >= n.div_ceil(8) * nb,
+        "column groups"
+    );
     let nr = if n == 1 { 1 } else { NRK };
     for_each_tile(
         rows,
@@ -246,11 +258,12 @@ unsafe fn run_k<const Q4: bool, F: FnMut(usize, usize, f32)>(
                 let wp = base.add(r0 * rb);
                 let ap = a.as_ptr().add(c0 * nb);
                 if Q4 {
-                    dispatch_tile!(
-                        tile_q4_k, [], 1, cc,
-                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, nb, res)
-                    )
+                    let gp = groups.as_ptr().add(c0 / 8 * nb);
+                    match (cc, VNNI) {
+                        (1, _) => res[0][0] = dot_q4_k(wp, ap, nb),
+                        (_, false) => groups_q4_k(wp, gp, nb, cc, res),
+                        (_, true) => groups_q4_k_vnni(wp, gp, nb, cc, res),
+                    }
                 } else {
                     dispatch_tile!(
                         tile_q6_k, [], 1, cc,
@@ -702,6 +715,15 @@ unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
             acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(off), _mm256_load_ps(y.s.as_ptr()), acc[k]);
         }
     }
+    store_groups(&acc, cc, res);
+}
+
+/// Writes the first `cc` column results of a column group's accumulators
+/// to `res[0]`: lane `c` of the eight accumulators added in [`hsum`]'s
+/// order, as a single column's eight lanes are.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
     let s = [
         _mm256_add_ps(acc[4], acc[0]),
         _mm256_add_ps(acc[5], acc[1]),
@@ -717,100 +739,194 @@ unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
 // ---------------------------------------------------------------------------
 // K-quants with Q8_K activations.
 
-/// `R` rows × `C` columns of Q4_K: per super-block,
-/// `d*d_a*sum_j(sc_j * q·a) - dmin*d_a*sum_j(m_j * bsum_j)`.
-///
-/// # Safety
-/// As [`tile32`], with 144-byte Q4_K blocks and `BlockQ8K` columns.
+/// The integer sums of one Q4_K block at `p` against one Q8_K block, to be
+/// added across lanes: `sum_j(sc_j * q·a)` and `sum_j(m_j * bsum_j)`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_k<const R: usize, const C: usize>(
-    w: *const u8,
-    row_bytes: usize,
-    a: *const BlockQ8K,
-    nb: usize,
-    res: &mut TileOut,
-) {
+unsafe fn q4_k_sums(p: *const u8, y: &BlockQ8K) -> (__m256i, __m256i) {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;
     let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    for b in 0..nb {
-        for r in 0..R {
-            let p = w.add(r * row_bytes + b * 144);
-            let d = f16_at(p);
-            let dmin = f16_at(p.add(2));
-            // Unpack the 6-bit scales and mins (ggml's utmp shuffle):
-            // afterwards bytes 0..8 are the scales, 8..16 the mins.
-            let s = p.add(4).cast::<u32>();
-            let mut u = [
-                s.read_unaligned(),
-                s.add(1).read_unaligned(),
-                s.add(2).read_unaligned(),
-                0,
-            ];
-            u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
-            let uaux = u[1] & KMASK1;
-            u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
-            u[2] = uaux;
-            u[0] &= KMASK1;
-            let mins_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                u[3] as i32,
-                u[2] as i32,
-                u[1] as i32,
-                u[0] as i32,
-            ));
-            let sc128 = _mm256_castsi256_si128(mins_scales);
-            let mins = _mm256_extracti128_si256::<1>(mins_scales);
-            let scales = _mm256_set_m128i(sc128, sc128);
+    // Unpack the 6-bit scales and mins (ggml's utmp shuffle): afterwards
+    // bytes 0..8 are the scales, 8..16 the mins.
+    let s = p.add(4).cast::<u32>();
+    let mut u = [
+        s.read_unaligned(),
+        s.add(1).read_unaligned(),
+        s.add(2).read_unaligned(),
+        0,
+    ];
+    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    let uaux = u[1] & KMASK1;
+    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    u[2] = uaux;
+    u[0] &= KMASK1;
+    let mins_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+        u[3] as i32,
+        u[2] as i32,
+        u[1] as i32,
+        u[0] as i32,
+    ));
+    let sc128 = _mm256_castsi256_si128(mins_scales);
+    let mins = _mm256_extracti128_si256::<1>(mins_scales);
+    let scales = _mm256_set_m128i(sc128, sc128);
 
-            let q4 = p.add(16);
-            let mut sumi = [_mm256_setzero_si256(); C];
-            for j in 0..4 {
-                // The 16-bit scale of sub-block i in every lane.
-                let sel_l = _mm256_set1_epi16((((4 * j + 1) << 8) | (4 * j)) as i16);
-                let sel_h = _mm256_set1_epi16((((4 * j + 3) << 8) | (4 * j + 2)) as i16);
-                let scale_l = _mm256_shuffle_epi8(scales, sel_l);
-                let scale_h = _mm256_shuffle_epi8(scales, sel_h);
-                let bits = _mm256_loadu_si256(q4.add(32 * j).cast());
-                let q4l = _mm256_and_si256(bits, m4);
-                let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-                for c in 0..C {
-                    let qs = (*a.add(c * nb + b)).qs.as_ptr().add(64 * j);
-                    let q8l = _mm256_loadu_si256(qs.cast());
-                    let q8h = _mm256_loadu_si256(qs.add(32).cast());
-                    let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-                    let ph = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(pl, ph));
-                }
-            }
-            for c in 0..C {
-                let y = &*a.add(c * nb + b);
-                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-                // Activation sums per 32-value sub-block, times the mins.
-                let q8s = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
-                let prod = _mm256_set_m128i(_mm_setzero_si128(), _mm_madd_epi16(mins, q8s));
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(y.d * d),
-                    _mm256_cvtepi32_ps(sumi[c]),
-                    acc[r][c],
-                );
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(-y.d * dmin),
-                    _mm256_cvtepi32_ps(prod),
-                    acc[r][c],
-                );
-            }
-        }
+    let q4 = p.add(16);
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        // The 16-bit scale of sub-block i in every lane.
+        let sel_l = _mm256_set1_epi16((((4 * j + 1) << 8) | (4 * j)) as i16);
+        let sel_h = _mm256_set1_epi16((((4 * j + 3) << 8) | (4 * j + 2)) as i16);
+        let scale_l = _mm256_shuffle_epi8(scales, sel_l);
+        let scale_h = _mm256_shuffle_epi8(scales, sel_h);
+        let bits = _mm256_loadu_si256(q4.add(32 * j).cast());
+        let q4l = _mm256_and_si256(bits, m4);
+        let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+        let qs = y.qs.as_ptr().add(64 * j);
+        let q8l = _mm256_loadu_si256(qs.cast());
+        let q8h = _mm256_loadu_si256(qs.add(32).cast());
+        let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+        let ph = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
     }
-    for r in 0..R {
-        for c in 0..C {
-            res[r][c] = hsum(acc[r][c]);
-        }
+    // Activation sums per 32-value sub-block, times the mins.
+    let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    let min = _mm256_set_m128i(_mm_setzero_si128(), _mm_madd_epi16(mins, q8s));
+    (sumi, min)
+}
+
+/// One Q4_K row · one column of `nb` blocks: per block,
+/// `d*d_a*sum_j(sc_j * q·a) - dmin*d_a*sum_j(m_j * bsum_j)`, the integer
+/// sums of eight blocks scaled together as one vector, block `b` in lane
+/// `b % 8` (as [`tile32`] does).
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `nb` 144-byte Q4_K blocks and `a`
+/// `nb` `BlockQ8K`s.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut b0 = 0;
+    while b0 + GROUP <= nb {
+        group_q4_k(w, a, b0, GROUP, &mut acc);
+        b0 += GROUP;
     }
+    if b0 < nb {
+        group_q4_k(w, a, b0, nb - b0, &mut acc);
+    }
+    hsum(acc)
+}
+
+/// Adds Q4_K blocks `b0..b0 + g` (`g <= 8`) to `acc`, as [`group32`].
+#[inline(always)]
+unsafe fn group_q4_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc: &mut __m256) {
+    let mut sums = [_mm256_setzero_si256(); GROUP];
+    let mut mins = [_mm256_setzero_si256(); GROUP];
+    // Per block d*d_a and -dmin*d_a; 0 past `g`.
+    let mut dd = [0.0f32; GROUP];
+    let mut dm = [0.0f32; GROUP];
+    for k in 0..g {
+        let p = w.add((b0 + k) * 144);
+        let y = &*a.add(b0 + k);
+        (sums[k], mins[k]) = q4_k_sums(p, y);
+        dd[k] = y.d * f16_at(p);
+        dm[k] = y.d * -f16_at(p.add(2));
+    }
+    let isum = _mm256_cvtepi32_ps(reduce8(&sums));
+    let imin = _mm256_cvtepi32_ps(reduce8(&mins));
+    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(dd.as_ptr()), isum, *acc);
+    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(dm.as_ptr()), imin, *acc);
+}
+
+/// One Q4_K row against the `2 <= cc <= 8` columns of the column group at
+/// `g` (`nb` blocks), each column's block sums in one lane, with the float
+/// operations of [`dot_q4_k`] (see [`tile32_groups`]).
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `nb` 144-byte Q4_K blocks; `g`
+/// points to `nb` column-group blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, res: &mut TileOut) {
+    groups_q4_k_with::<false>(w, g, nb, cc, res)
+}
+
+/// [`groups_q4_k`] summing byte products with AVX-VNNI.
+///
+/// # Safety
+/// As [`groups_q4_k`], and AVX-VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn groups_q4_k_vnni(
+    w: *const u8,
+    g: *const Block8x8K,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    groups_q4_k_with::<true>(w, g, nb, cc, res)
+}
+
+/// The body of [`groups_q4_k`] and [`groups_q4_k_vnni`].
+#[inline(always)]
+unsafe fn groups_q4_k_with<const VNNI: bool>(
+    w: *const u8,
+    g: *const Block8x8K,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    let m4 = _mm256_set1_epi8(0xF);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); GROUP];
+    // The block's values, sub-block j's four-byte words in words[j].
+    let mut words = [[0i32; 8]; 8];
+    for b in 0..nb {
+        let p = w.add(b * 144);
+        let y = &*g.add(b);
+        let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+        for i in 0..4 {
+            let bits = _mm256_loadu_si256(p.add(16 + 32 * i).cast());
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            _mm256_storeu_si256(words[2 * i].as_mut_ptr().cast(), lo);
+            _mm256_storeu_si256(words[2 * i + 1].as_mut_ptr().cast(), hi);
+        }
+        let mut isum = _mm256_setzero_si256();
+        let mut imin = _mm256_setzero_si256();
+        for j in 0..8 {
+            let mut part = [_mm256_setzero_si256(); 2];
+            for k in 0..8 {
+                let x = _mm256_set1_epi32(words[j][k]);
+                let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
+                part[k % 2] = if VNNI {
+                    _mm256_dpbusd_avx_epi32(part[k % 2], x, a)
+                } else {
+                    _mm256_add_epi32(
+                        part[k % 2],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                    )
+                };
+            }
+            let sub = _mm256_add_epi32(part[0], part[1]);
+            isum = _mm256_add_epi32(
+                isum,
+                _mm256_mullo_epi32(sub, _mm256_set1_epi32(sc[j] as i32)),
+            );
+            let bs = _mm256_load_si256(y.bsums[j].as_ptr().cast());
+            imin = _mm256_add_epi32(imin, _mm256_madd_epi16(bs, _mm256_set1_epi16(mn[j] as i16)));
+        }
+        let yd = _mm256_load_ps(y.d.as_ptr());
+        let dd = _mm256_mul_ps(yd, _mm256_set1_ps(f16_at(p)));
+        let dm = _mm256_mul_ps(yd, _mm256_set1_ps(-f16_at(p.add(2))));
+        let k = b % GROUP;
+        acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc[k]);
+        acc[k] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(imin), acc[k]);
+    }
+    store_groups(&acc, cc, res);
 }
 
 /// `R` rows × `C` columns of Q6_K: the unsigned 6-bit values are multiplied

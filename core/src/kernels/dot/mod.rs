@@ -51,8 +51,12 @@ pub(crate) enum Acts<'a> {
         scales: &'a [f32],
         groups: &'a [Block8x8],
     },
-    /// One `BlockQ8K` per 256 values (Q4_K, Q6_K weights).
-    Q8K(&'a [BlockQ8K]),
+    /// One `BlockQ8K` per 256 values (Q4_K, Q6_K weights); `groups` as for
+    /// `Q8_0`, in [`Block8x8K`]s.
+    Q8K {
+        blocks: &'a [BlockQ8K],
+        groups: &'a [Block8x8K],
+    },
 }
 
 /// The instruction set a call runs on.
@@ -223,6 +227,51 @@ pub(crate) fn interleave_8x8<'a, Q>(
             }
             out.d[c] = scales[j];
             out.s[c] = sums[j];
+        }
+    }
+}
+
+/// The same Q8_K block of eight activation columns, interleaved like
+/// [`Block8x8`], with the columns' scales and block sums side by side.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(32))]
+pub(crate) struct Block8x8K {
+    /// `qs[k][c]`: bytes `4k..4k + 4` of column `c`'s block.
+    pub(crate) qs: [[[i8; 4]; 8]; 64],
+    /// Column `c`'s scale `d`.
+    pub(crate) d: [f32; 8],
+    /// `bsums[j][c]`: column `c`'s `bsums[2j]` and `bsums[2j + 1]`, the
+    /// sums of the two halves of 32-value sub-block `j`.
+    pub(crate) bsums: [[[i16; 2]; 8]; 8],
+}
+
+impl Default for Block8x8K {
+    fn default() -> Self {
+        Block8x8K {
+            qs: [[[0; 4]; 8]; 64],
+            d: [0.0; 8],
+            bsums: [[[0; 2]; 8]; 8],
+        }
+    }
+}
+
+/// [`interleave_8x8`] for Q8_K blocks: `n` columns of `nb` blocks.
+pub(crate) fn interleave_8x8_k(blocks: &[BlockQ8K], n: usize, nb: usize, dst: &mut [Block8x8K]) {
+    debug_assert_eq!(dst.len(), n.div_ceil(8) * nb);
+    for (i, out) in dst.iter_mut().enumerate() {
+        let (g, b) = (i / nb, i % nb);
+        *out = Block8x8K::default();
+        for c in 0..8.min(n - 8 * g) {
+            let y = &blocks[(8 * g + c) * nb + b];
+            for k in 0..64 {
+                for (o, &q) in out.qs[k][c].iter_mut().zip(&y.qs[4 * k..4 * k + 4]) {
+                    *o = q;
+                }
+            }
+            out.d[c] = y.d;
+            for j in 0..8 {
+                out.bsums[j][c] = [y.bsums[2 * j], y.bsums[2 * j + 1]];
+            }
         }
     }
 }

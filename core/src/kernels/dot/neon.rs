@@ -56,8 +56,12 @@ pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
         (GgmlType::Q4_1, Acts::Q8_1 { blocks, .. }) => {
             each(w, rows, blocks, nb32, n, out, |p, a| dot_q4_1(p, a, nb32))
         }
-        (GgmlType::Q4K, Acts::Q8K(a)) => each(w, rows, a, nbk, n, out, |p, a| dot_q4_k(p, a, nbk)),
-        (GgmlType::Q6K, Acts::Q8K(a)) => each(w, rows, a, nbk, n, out, |p, a| dot_q6_k(p, a, nbk)),
+        (GgmlType::Q4K, Acts::Q8K { blocks: a, .. }) => {
+            each(w, rows, a, nbk, n, out, |p, a| dot_q4_k(p, a, nbk))
+        }
+        (GgmlType::Q6K, Acts::Q8K { blocks: a, .. }) => {
+            each(w, rows, a, nbk, n, out, |p, a| dot_q6_k(p, a, nbk))
+        }
         (GgmlType::F32, Acts::F32(x)) => each(w, rows, x, cols, n, out, |p, x| dot_f32(p, x, cols)),
         (GgmlType::F16, Acts::F32(x)) => each(w, rows, x, cols, n, out, |p, x| dot_f16(p, x, cols)),
         (t, a) => panic!("no NEON dot product for {t} weights with {a:?} activations"),

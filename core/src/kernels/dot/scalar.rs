@@ -37,8 +37,12 @@ pub(crate) fn dot_rows<F: FnMut(usize, usize, f32)>(
         (GgmlType::Q4_1, Acts::Q8_1 { blocks: a, .. }) => {
             each(w, rows, a, cols / 32, n, out, dot_q4_1)
         }
-        (GgmlType::Q4K, Acts::Q8K(a)) => each(w, rows, a, cols / 256, n, out, dot_q4_k),
-        (GgmlType::Q6K, Acts::Q8K(a)) => each(w, rows, a, cols / 256, n, out, dot_q6_k),
+        (GgmlType::Q4K, Acts::Q8K { blocks: a, .. }) => {
+            each(w, rows, a, cols / 256, n, out, dot_q4_k)
+        }
+        (GgmlType::Q6K, Acts::Q8K { blocks: a, .. }) => {
+            each(w, rows, a, cols / 256, n, out, dot_q6_k)
+        }
         (t, a) => panic!("no dot product for {t} weights with {a:?} activations"),
     }
 }

@@ -17,6 +17,7 @@ struct TestActs {
     scales_1: Vec<f32>,
     groups_0: Vec<Block8x8>,
     groups_1: Vec<Block8x8>,
+    groups_k: Vec<Block8x8K>,
 }
 
 impl TestActs {
@@ -58,8 +59,14 @@ impl TestActs {
                 &mut groups_1,
             );
         }
+        let mut groups_k = Vec::new();
         if x.len().is_multiple_of(256) {
             crate::quant::quantize_row_q8_k(&x, &mut q8_k);
+            if n > 1 {
+                let per_col = q8_k.len() / n;
+                groups_k = vec![Block8x8K::default(); n.div_ceil(8) * per_col];
+                interleave_8x8_k(&q8_k, n, per_col, &mut groups_k);
+            }
         }
         TestActs {
             f32: x,
@@ -72,6 +79,7 @@ impl TestActs {
             scales_1,
             groups_0,
             groups_1,
+            groups_k,
         }
     }
 
@@ -84,7 +92,10 @@ impl TestActs {
                 scales: &self.scales_1,
                 groups: &self.groups_1,
             },
-            GgmlType::Q4K | GgmlType::Q6K => Acts::Q8K(&self.q8_k),
+            GgmlType::Q4K | GgmlType::Q6K => Acts::Q8K {
+                blocks: &self.q8_k,
+                groups: &self.groups_k,
+            },
             _ => Acts::Q8_0 {
                 blocks: &self.q8_0,
                 sums: &self.sums_0,
@@ -227,7 +238,7 @@ fn scalar_dot_equals_dequantized_dot_of_quantized_activations() {
                 .iter()
                 .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
                 .collect(),
-            Acts::Q8K(a) => a
+            Acts::Q8K { blocks: a, .. } => a
                 .iter()
                 .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
                 .collect(),
