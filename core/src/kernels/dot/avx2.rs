@@ -222,9 +222,9 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     )
 }
 
-/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × columns. Q4_K runs
-/// [`dot_q4_k`] for a lone column and [`groups_q4_k`] for two or more of a
-/// column group; Q6_K a register tile of up to eight columns.
+/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × column groups: a lone
+/// column runs [`dot_q4_k`] / [`dot_q6_k`], two or more of a group
+/// [`groups_q4_k`] / [`groups_q6_k`].
 ///
 /// # Safety
 /// As [`run32`], for Q4_K / Q6_K rows and `cols` a multiple of 256.
@@ -257,19 +257,14 @@ unsafe fn run_k<const Q4: bool, const VNNI: bool, F: FnMut(usize, usize, f32)>(
             unsafe {
                 let wp = base.add(r0 * rb);
                 let ap = a.as_ptr().add(c0 * nb);
-                if Q4 {
-                    let gp = groups.as_ptr().add(c0 / 8 * nb);
-                    match (cc, VNNI) {
-                        (1, _) => res[0][0] = dot_q4_k(wp, ap, nb),
-                        (_, false) => groups_q4_k(wp, gp, nb, cc, res),
-                        (_, true) => groups_q4_k_vnni(wp, gp, nb, cc, res),
-                    }
-                } else {
-                    dispatch_tile!(
-                        tile_q6_k, [], 1, cc,
-                        rows [1], cols [1, 2, 3, 4, 5, 6, 7, 8],
-                        (wp, rb, ap, nb, res)
-                    )
+                let gp = groups.as_ptr().add(c0 / 8 * nb);
+                match (Q4, cc, VNNI) {
+                    (true, 1, _) => res[0][0] = dot_q4_k(wp, ap, nb),
+                    (true, _, false) => groups_q4_k(wp, gp, nb, cc, res),
+                    (true, _, true) => groups_q4_k_vnni(wp, gp, nb, cc, res),
+                    (false, 1, _) => res[0][0] = dot_q6_k(wp, ap, nb),
+                    (false, _, false) => groups_q6_k(wp, gp, nb, cc, res),
+                    (false, _, true) => groups_q6_k_vnni(wp, gp, nb, cc, res),
                 }
             }
         },
@@ -718,8 +713,8 @@ unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
     store_groups(&acc, cc, res);
 }
 
-/// Writes the first `cc` column results of a column group's accumulators
-/// to `res[0]`: lane `c` of the eight accumulators added in [`hsum`]'s
+/// Writes a column group's results (the first `cc` are columns) to
+/// `res[0]`: lane `c` of the eight accumulators added in [`hsum`]'s
 /// order, as a single column's eight lanes are.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -731,9 +726,9 @@ unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
         _mm256_add_ps(acc[7], acc[3]),
     ];
     let total = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
-    let mut lanes = [0.0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), total);
-    res[0][..cc].copy_from_slice(&lanes[..cc]);
+    // All eight lanes: the caller reads the first `cc`.
+    debug_assert!(cc <= GROUP);
+    _mm256_storeu_ps(res[0].as_mut_ptr(), total);
 }
 
 // ---------------------------------------------------------------------------
@@ -929,84 +924,182 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
     store_groups(&acc, cc, res);
 }
 
-/// `R` rows × `C` columns of Q6_K: the unsigned 6-bit values are multiplied
-/// as they are, and `32 * sum_j(sc_j * bsum_j)` is subtracted afterwards.
-///
-/// # Safety
-/// As [`tile32`], with 210-byte Q6_K blocks and `BlockQ8K` columns.
+/// The 256 values of the Q6_K block at `p`, unsigned (0..64), as eight
+/// vectors of 32 in element order.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q6_k<const R: usize, const C: usize>(
-    w: *const u8,
-    row_bytes: usize,
-    a: *const BlockQ8K,
-    nb: usize,
-    res: &mut TileOut,
-) {
+unsafe fn q6_k_values(p: *const u8) -> [__m256i; 8] {
     let m3 = _mm256_set1_epi8(3);
     let m15 = _mm256_set1_epi8(15);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut q = [_mm256_setzero_si256(); 8];
+    for half in 0..2 {
+        let ql = p.add(64 * half);
+        let bits1 = _mm256_loadu_si256(ql.cast());
+        let bits2 = _mm256_loadu_si256(ql.add(32).cast());
+        let bits_h = _mm256_loadu_si256(p.add(128 + 32 * half).cast());
+        q[4 * half] = _mm256_or_si256(
+            _mm256_and_si256(bits1, m15),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(bits_h, m3)),
+        );
+        q[4 * half + 1] = _mm256_or_si256(
+            _mm256_and_si256(bits2, m15),
+            _mm256_slli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(12))),
+        );
+        q[4 * half + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m15),
+            _mm256_and_si256(bits_h, _mm256_set1_epi8(48)),
+        );
+        q[4 * half + 3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m15),
+            _mm256_srli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(-64))),
+        );
+    }
+    q
+}
+
+/// The integer sum of one Q6_K block at `p` against one Q8_K block, to be
+/// added across lanes: the unsigned 6-bit values are multiplied as they
+/// are, and `32 * sum_j(sc_j * bsum_j)` is subtracted.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_sum(p: *const u8, y: &BlockQ8K) -> __m256i {
+    let scales = _mm_loadu_si128(p.add(192).cast());
+    let q = q6_k_values(p);
+    let mut sumi = _mm256_setzero_si256();
+    for (i, &qi) in q.iter().enumerate() {
+        // Scales of sub-blocks 2i and 2i+1, each for 8 i16 lanes.
+        let i = i as i64;
+        let sel = _mm_set_epi64x(
+            (2 * i + 1) * 0x0101_0101_0101_0101,
+            (2 * i) * 0x0101_0101_0101_0101,
+        );
+        let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sel));
+        let q8 = _mm256_loadu_si256(y.qs.as_ptr().add(32 * i as usize).cast());
+        // 63 * 127 * 2 fits in i16.
+        let p16 = _mm256_maddubs_epi16(qi, q8);
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+    }
+    let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(scales)));
+    _mm256_sub_epi32(sumi, offset)
+}
+
+/// One Q6_K row · one column of `nb` blocks, `d*d_a` times each block's
+/// integer sum, eight blocks scaled together as in [`dot_q4_k`].
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `nb` 210-byte Q6_K blocks and `a`
+/// `nb` `BlockQ8K`s.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut b0 = 0;
+    while b0 + GROUP <= nb {
+        group_q6_k(w, a, b0, GROUP, &mut acc);
+        b0 += GROUP;
+    }
+    if b0 < nb {
+        group_q6_k(w, a, b0, nb - b0, &mut acc);
+    }
+    hsum(acc)
+}
+
+/// Adds Q6_K blocks `b0..b0 + g` (`g <= 8`) to `acc`, as [`group32`].
+#[inline(always)]
+unsafe fn group_q6_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc: &mut __m256) {
+    let mut sums = [_mm256_setzero_si256(); GROUP];
+    let mut dd = [0.0f32; GROUP];
+    for k in 0..g {
+        let p = w.add((b0 + k) * 210);
+        let y = &*a.add(b0 + k);
+        sums[k] = q6_k_sum(p, y);
+        dd[k] = y.d * f16_at(p.add(208));
+    }
+    let isum = _mm256_cvtepi32_ps(reduce8(&sums));
+    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(dd.as_ptr()), isum, *acc);
+}
+
+/// One Q6_K row against the `2 <= cc <= 8` columns of the column group at
+/// `g` (`nb` blocks), with the float operations of [`dot_q6_k`] (see
+/// [`tile32_groups`]).
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds `nb` 210-byte Q6_K blocks; `g`
+/// points to `nb` column-group blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, res: &mut TileOut) {
+    groups_q6_k_with::<false>(w, g, nb, cc, res)
+}
+
+/// [`groups_q6_k`] summing byte products with AVX-VNNI.
+///
+/// # Safety
+/// As [`groups_q6_k`], and AVX-VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn groups_q6_k_vnni(
+    w: *const u8,
+    g: *const Block8x8K,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    groups_q6_k_with::<true>(w, g, nb, cc, res)
+}
+
+/// The body of [`groups_q6_k`] and [`groups_q6_k_vnni`].
+#[inline(always)]
+unsafe fn groups_q6_k_with<const VNNI: bool>(
+    w: *const u8,
+    g: *const Block8x8K,
+    nb: usize,
+    cc: usize,
+    res: &mut TileOut,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); GROUP];
+    // The block's values, 32-value chunk j's four-byte words in words[j].
+    let mut words = [[0i32; 8]; 8];
     for b in 0..nb {
-        for r in 0..R {
-            let p = w.add(r * row_bytes + b * 210);
-            let d = f16_at(p.add(208));
-            let scales = _mm_loadu_si128(p.add(192).cast());
-            let mut sumi = [_mm256_setzero_si256(); C];
-            for half in 0..2 {
-                let ql = p.add(64 * half);
-                let bits1 = _mm256_loadu_si256(ql.cast());
-                let bits2 = _mm256_loadu_si256(ql.add(32).cast());
-                let bits_h = _mm256_loadu_si256(p.add(128 + 32 * half).cast());
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(bits1, m15),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(bits_h, m3)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(bits2, m15),
-                        _mm256_slli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(12))),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits1), m15),
-                        _mm256_and_si256(bits_h, _mm256_set1_epi8(48)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(bits2), m15),
-                        _mm256_srli_epi16::<2>(_mm256_and_si256(bits_h, _mm256_set1_epi8(-64))),
-                    ),
-                ];
-                for (k, &qk) in q.iter().enumerate() {
-                    // Scales of sub-blocks 2i and 2i+1, each for 8 i16 lanes.
-                    let i = (4 * half + k) as i64;
-                    let sel = _mm_set_epi64x(
-                        (2 * i + 1) * 0x0101_0101_0101_0101,
-                        (2 * i) * 0x0101_0101_0101_0101,
-                    );
-                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sel));
-                    for c in 0..C {
-                        let qs = (*a.add(c * nb + b)).qs.as_ptr().add(128 * half + 32 * k);
-                        let q8 = _mm256_loadu_si256(qs.cast());
-                        // 63 * 127 * 2 fits in i16.
-                        let p16 = _mm256_maddubs_epi16(qk, q8);
-                        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(sc, p16));
-                    }
-                }
-            }
-            let scales16 = _mm256_cvtepi8_epi16(scales);
-            for c in 0..C {
-                let y = &*a.add(c * nb + b);
-                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, scales16));
-                let isum = _mm256_sub_epi32(sumi[c], offset);
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(y.d * d), _mm256_cvtepi32_ps(isum), acc[r][c]);
-            }
+        let p = w.add(b * 210);
+        let y = &*g.add(b);
+        for (j, q) in q6_k_values(p).iter().enumerate() {
+            _mm256_storeu_si256(words[j].as_mut_ptr().cast(), *q);
         }
-    }
-    for r in 0..R {
-        for c in 0..C {
-            res[r][c] = hsum(acc[r][c]);
+        let sc = p.add(192).cast::<i8>();
+        let mut isum = _mm256_setzero_si256();
+        let mut ioff = _mm256_setzero_si256();
+        for j in 0..8 {
+            // Words 0..4 are 16-value sub-block 2j, words 4..8 sub-block 2j+1.
+            let mut part = [_mm256_setzero_si256(); 2];
+            for k in 0..8 {
+                let x = _mm256_set1_epi32(words[j][k]);
+                let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
+                part[k / 4] = if VNNI {
+                    _mm256_dpbusd_avx_epi32(part[k / 4], x, a)
+                } else {
+                    _mm256_add_epi32(
+                        part[k / 4],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                    )
+                };
+            }
+            let (s0, s1) = (*sc.add(2 * j) as i32, *sc.add(2 * j + 1) as i32);
+            isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(part[0], _mm256_set1_epi32(s0)));
+            isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(part[1], _mm256_set1_epi32(s1)));
+            // Both sub-blocks' sums times their scales, one i16 pair per lane.
+            let pair = (s0 & 0xFFFF) | (s1 << 16);
+            let bs = _mm256_load_si256(y.bsums[j].as_ptr().cast());
+            ioff = _mm256_add_epi32(ioff, _mm256_madd_epi16(bs, _mm256_set1_epi32(pair)));
         }
+        let isum = _mm256_sub_epi32(isum, _mm256_slli_epi32::<5>(ioff));
+        let dd = _mm256_mul_ps(
+            _mm256_load_ps(y.d.as_ptr()),
+            _mm256_set1_ps(f16_at(p.add(208))),
+        );
+        let k = b % GROUP;
+        acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc[k]);
     }
+    store_groups(&acc, cc, res);
 }
 
 // ---------------------------------------------------------------------------
