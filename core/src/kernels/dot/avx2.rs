@@ -604,6 +604,24 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
     }
 }
 
+/// The eight four-byte words of `v`, each broadcast to all eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn words(v: __m256i) -> [__m256i; 8] {
+    let lo = _mm256_permute2x128_si256::<0x00>(v, v);
+    let hi = _mm256_permute2x128_si256::<0x11>(v, v);
+    [
+        _mm256_shuffle_epi32::<0x00>(lo),
+        _mm256_shuffle_epi32::<0x55>(lo),
+        _mm256_shuffle_epi32::<0xAA>(lo),
+        _mm256_shuffle_epi32::<0xFF>(lo),
+        _mm256_shuffle_epi32::<0x00>(hi),
+        _mm256_shuffle_epi32::<0x55>(hi),
+        _mm256_shuffle_epi32::<0xAA>(hi),
+        _mm256_shuffle_epi32::<0xFF>(hi),
+    ]
+}
+
 /// The scale and offset coefficient (0 for Q8_0) of the block at `p`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -676,28 +694,20 @@ unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
         // The block's values, four bytes per word, each word broadcast
         // against the same four bytes of all eight columns.
         let q = values32::<K>(p);
-        let mut words = [0i32; 8];
-        let mut signs = [0i32; 8];
-        _mm256_storeu_si256(
-            words.as_mut_ptr().cast(),
-            if signed { _mm256_sign_epi8(q, q) } else { q },
-        );
-        if signed {
-            _mm256_storeu_si256(signs.as_mut_ptr().cast(), q);
-        }
+        let x = words(if signed { _mm256_sign_epi8(q, q) } else { q });
+        let signs = if signed { words(q) } else { x };
         let mut part = [_mm256_setzero_si256(); 2];
         for k in 0..8 {
             let mut a = _mm256_load_si256(y.qs[k].as_ptr().cast());
             if signed {
-                a = _mm256_sign_epi8(a, _mm256_set1_epi32(signs[k]));
+                a = _mm256_sign_epi8(a, signs[k]);
             }
-            let x = _mm256_set1_epi32(words[k]);
             part[k % 2] = if VNNI {
-                _mm256_dpbusd_avx_epi32(part[k % 2], x, a)
+                _mm256_dpbusd_avx_epi32(part[k % 2], x[k], a)
             } else {
                 _mm256_add_epi32(
                     part[k % 2],
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
                 )
             };
         }
@@ -877,32 +887,31 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
     let m4 = _mm256_set1_epi8(0xF);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
-    // The block's values, sub-block j's four-byte words in words[j].
-    let mut words = [[0i32; 8]; 8];
     for b in 0..nb {
         let p = w.add(b * 144);
         let y = &*g.add(b);
         let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-        for i in 0..4 {
-            let bits = _mm256_loadu_si256(p.add(16 + 32 * i).cast());
-            let lo = _mm256_and_si256(bits, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-            _mm256_storeu_si256(words[2 * i].as_mut_ptr().cast(), lo);
-            _mm256_storeu_si256(words[2 * i + 1].as_mut_ptr().cast(), hi);
-        }
         let mut isum = _mm256_setzero_si256();
         let mut imin = _mm256_setzero_si256();
         for j in 0..8 {
+            // Sub-block 2i is the low nibbles of bytes 32i..32i+32, 2i+1
+            // their high nibbles.
+            let bits = _mm256_loadu_si256(p.add(16 + 32 * (j / 2)).cast());
+            let v = if j % 2 == 0 {
+                bits
+            } else {
+                _mm256_srli_epi16::<4>(bits)
+            };
+            let x = words(_mm256_and_si256(v, m4));
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
-                let x = _mm256_set1_epi32(words[j][k]);
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
                 part[k % 2] = if VNNI {
-                    _mm256_dpbusd_avx_epi32(part[k % 2], x, a)
+                    _mm256_dpbusd_avx_epi32(part[k % 2], x[k], a)
                 } else {
                     _mm256_add_epi32(
                         part[k % 2],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
                     )
                 };
             }
@@ -1057,29 +1066,24 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
 ) {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
-    // The block's values, 32-value chunk j's four-byte words in words[j].
-    let mut words = [[0i32; 8]; 8];
     for b in 0..nb {
         let p = w.add(b * 210);
         let y = &*g.add(b);
-        for (j, q) in q6_k_values(p).iter().enumerate() {
-            _mm256_storeu_si256(words[j].as_mut_ptr().cast(), *q);
-        }
         let sc = p.add(192).cast::<i8>();
         let mut isum = _mm256_setzero_si256();
         let mut ioff = _mm256_setzero_si256();
-        for j in 0..8 {
+        for (j, &q) in q6_k_values(p).iter().enumerate() {
             // Words 0..4 are 16-value sub-block 2j, words 4..8 sub-block 2j+1.
+            let x = words(q);
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
-                let x = _mm256_set1_epi32(words[j][k]);
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
                 part[k / 4] = if VNNI {
-                    _mm256_dpbusd_avx_epi32(part[k / 4], x, a)
+                    _mm256_dpbusd_avx_epi32(part[k / 4], x[k], a)
                 } else {
                     _mm256_add_epi32(
                         part[k / 4],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
                     )
                 };
             }
