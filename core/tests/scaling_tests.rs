@@ -423,4 +423,3 @@ fn base_models_continue_worked_examples_and_stop_before_the_next() {
     let s = solve(smollm2(), question, &options(Strategy::Greedy)).unwrap();
     assert!(s.prompt.contains("<|im_start|>user\n"), "{:?}", s.prompt);
 }
-

@@ -325,7 +325,15 @@ fn quantize_acts<'s>(
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
             let scales = grow(&mut scratch.scales, nb);
             par_map(pool, blocks, scales, 1, dot::block_scales_q8_0);
-            let groups = groups(isa, &mut scratch.groups, n, |j| &blocks[j].qs, scales, sums);
+            let groups = groups(
+                isa,
+                pool,
+                &mut scratch.groups,
+                n,
+                |j| &blocks[j].qs,
+                scales,
+                sums,
+            );
             Acts::Q8_0 {
                 blocks,
                 sums,
@@ -343,7 +351,15 @@ fn quantize_acts<'s>(
             par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
             let scales = grow(&mut scratch.scales, nb);
             par_map(pool, blocks, scales, 1, dot::block_scales_q8_1);
-            let groups = groups(isa, &mut scratch.groups, n, |j| &blocks[j].qs, scales, sums);
+            let groups = groups(
+                isa,
+                pool,
+                &mut scratch.groups,
+                n,
+                |j| &blocks[j].qs,
+                scales,
+                sums,
+            );
             Acts::Q8_1 {
                 blocks,
                 sums,
@@ -356,14 +372,7 @@ fn quantize_acts<'s>(
             par_map(pool, x, blocks, QK_K, |src, dst| {
                 dot::quantize_q8_k(isa, src, dst)
             });
-            let groups: &[Block8x8K] = if n > 1 && isa.wants_groups() {
-                let nb = blocks.len() / n;
-                let dst = grow(&mut scratch.groups_k, n.div_ceil(8) * nb);
-                dot::interleave_8x8_k(blocks, n, nb, dst);
-                dst
-            } else {
-                &[]
-            };
+            let groups = groups_k(isa, pool, &mut scratch.groups_k, n, blocks);
             Acts::Q8K { blocks, groups }
         }
         t => unreachable!("validated matrix of unsupported type {t}"),
@@ -374,9 +383,10 @@ fn quantize_acts<'s>(
 /// [`Block8x8`] column groups, if `isa` reads them and `n > 1`; else empty.
 fn groups<'s, 'q>(
     isa: Isa,
+    pool: &ThreadPool,
     buf: &'s mut Vec<Block8x8>,
     n: usize,
-    qs: impl Fn(usize) -> &'q [i8; 32],
+    qs: impl Fn(usize) -> &'q [i8; 32] + Sync,
     scales: &[f32],
     sums: &[f32],
 ) -> &'s [Block8x8] {
@@ -385,8 +395,42 @@ fn groups<'s, 'q>(
     }
     let nb = scales.len() / n;
     let dst = grow(buf, n.div_ceil(8) * nb);
-    dot::interleave_8x8(qs, scales, sums, n, nb, dst);
+    par_groups(pool, dst, &|first, part| {
+        dot::interleave_8x8(&qs, scales, sums, n, nb, first, part)
+    });
     dst
+}
+
+/// The [`Block8x8K`] column groups of `n` columns of Q8_K blocks, as
+/// [`groups`].
+fn groups_k<'s>(
+    isa: Isa,
+    pool: &ThreadPool,
+    buf: &'s mut Vec<Block8x8K>,
+    n: usize,
+    blocks: &[BlockQ8K],
+) -> &'s [Block8x8K] {
+    if n < 2 || !isa.wants_groups() {
+        return &[];
+    }
+    let nb = blocks.len() / n;
+    let dst = grow(buf, n.div_ceil(8) * nb);
+    par_groups(pool, dst, &|first, part| {
+        dot::interleave_8x8_k(blocks, n, nb, first, part)
+    });
+    dst
+}
+
+/// Fills `dst` with `f(first, part)` on parts of it, `first` being the
+/// index of `part[0]`, on the pool when there are many groups.
+fn par_groups<T: Send>(pool: &ThreadPool, dst: &mut [T], f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    // Groups per part: a few thousand bytes' worth of copies each.
+    const PART: usize = 64;
+    if pool.n_threads() == 1 || dst.len() <= PART {
+        f(0, dst);
+        return;
+    }
+    pool.for_each_chunk_mut(dst, PART, &|i, part| f(i * PART, part));
 }
 
 /// Runs `f(src_part, dst_part)` over matching parts of `src` and `dst`

@@ -227,9 +227,17 @@ impl Forward<'_> {
                 &mut [&mut *gate, &mut *up],
                 &mut s.mm,
             );
-            match c.activation {
-                Activation::Silu => ops::silu_mul(gate, up),
-                Activation::Gelu => ops::gelu_mul(gate, up),
+            let act: fn(&mut [f32], &[f32]) = match c.activation {
+                Activation::Silu => ops::silu_mul,
+                Activation::Gelu => ops::gelu_mul,
+            };
+            if n == 1 {
+                act(gate, up);
+            } else {
+                // Token by token, spread over the pool.
+                let up = &*up;
+                self.pool
+                    .for_each_chunk_mut(gate, ff, &|i, g| act(g, &up[i * ff..(i + 1) * ff]));
             }
             let o = fit(&mut s.o, n * d);
             matmul(self.pool, &self.matrix(&lw.w_down), gate, n, o, &mut s.mm);

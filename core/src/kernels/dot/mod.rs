@@ -203,20 +203,22 @@ pub(crate) struct Block8x8 {
 }
 
 /// Interleaves `n` columns of `nb` blocks each (`qs`, `scales`, `sums` as
-/// in [`Acts`]) into `dst`: the blocks of columns `8g..8g + 8` at
-/// `dst[g * nb..(g + 1) * nb]`; columns past `n` are zeros.
+/// in [`Acts`]) into column groups: the blocks of columns `8g..8g + 8` at
+/// `[g * nb..(g + 1) * nb]`, columns past `n` zeros. `dst` holds the groups
+/// from block `first` of that numbering on.
 pub(crate) fn interleave_8x8<'a, Q>(
     qs: Q,
     scales: &[f32],
     sums: &[f32],
     n: usize,
     nb: usize,
+    first: usize,
     dst: &mut [Block8x8],
 ) where
     Q: Fn(usize) -> &'a [i8; 32],
 {
-    debug_assert_eq!(dst.len(), n.div_ceil(8) * nb);
-    for (i, out) in dst.iter_mut().enumerate() {
+    debug_assert!(first + dst.len() <= n.div_ceil(8) * nb);
+    for (i, out) in (first..).zip(dst.iter_mut()) {
         let (g, b) = (i / nb, i % nb);
         *out = Block8x8::default();
         for c in 0..8.min(n - 8 * g) {
@@ -256,17 +258,21 @@ impl Default for Block8x8K {
 }
 
 /// [`interleave_8x8`] for Q8_K blocks: `n` columns of `nb` blocks.
-pub(crate) fn interleave_8x8_k(blocks: &[BlockQ8K], n: usize, nb: usize, dst: &mut [Block8x8K]) {
-    debug_assert_eq!(dst.len(), n.div_ceil(8) * nb);
-    for (i, out) in dst.iter_mut().enumerate() {
+pub(crate) fn interleave_8x8_k(
+    blocks: &[BlockQ8K],
+    n: usize,
+    nb: usize,
+    first: usize,
+    dst: &mut [Block8x8K],
+) {
+    debug_assert!(first + dst.len() <= n.div_ceil(8) * nb);
+    for (i, out) in (first..).zip(dst.iter_mut()) {
         let (g, b) = (i / nb, i % nb);
         *out = Block8x8K::default();
         for c in 0..8.min(n - 8 * g) {
             let y = &blocks[(8 * g + c) * nb + b];
             for k in 0..64 {
-                for (o, &q) in out.qs[k][c].iter_mut().zip(&y.qs[4 * k..4 * k + 4]) {
-                    *o = q;
-                }
+                out.qs[k][c].copy_from_slice(&y.qs[4 * k..4 * k + 4]);
             }
             out.d[c] = y.d;
             for j in 0..8 {

@@ -48,6 +48,7 @@ impl TestActs {
                 &sums_0,
                 n,
                 per_col,
+                0,
                 &mut groups_0,
             );
             interleave_8x8(
@@ -56,6 +57,7 @@ impl TestActs {
                 &sums_1,
                 n,
                 per_col,
+                0,
                 &mut groups_1,
             );
         }
@@ -65,7 +67,7 @@ impl TestActs {
             if n > 1 {
                 let per_col = q8_k.len() / n;
                 groups_k = vec![Block8x8K::default(); n.div_ceil(8) * per_col];
-                interleave_8x8_k(&q8_k, n, per_col, &mut groups_k);
+                interleave_8x8_k(&q8_k, n, per_col, 0, &mut groups_k);
             }
         }
         TestActs {

@@ -179,12 +179,18 @@ fn many_rows_are_split_into_chunks_correctly() {
 
 #[test]
 fn large_batches_quantize_in_parallel() {
-    // n * cols above the parallel-quantization threshold.
+    // n * cols above the parallel-quantization threshold, and (Q4_1, Q4_0,
+    // Q4_K) more column groups than one part of their parallel build.
     let pool = ThreadPool::new(2);
     let mut scratch = MatmulScratch::default();
     let mut rng = Rng::new(24);
-    for dtype in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q6K] {
-        let (rows, cols, n) = (24, 512, 80);
+    for (dtype, cols) in [
+        (GgmlType::Q4_1, 512),
+        (GgmlType::Q4_0, 512),
+        (GgmlType::Q6K, 512),
+        (GgmlType::Q4K, 2048),
+    ] {
+        let (rows, n) = (24, 80);
         let data = random_weights(&mut rng, dtype, rows, cols);
         let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
         let x = random_f32s(&mut rng, n * cols, 1.0);
