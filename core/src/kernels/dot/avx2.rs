@@ -10,7 +10,7 @@
 //! The 32-value formats keep the byte products of eight blocks in integers
 //! and scale them once, as one vector ([`tile32`]). With several columns,
 //! one row's block is multiplied by eight columns at once, read from
-//! interleaved column groups ([`Block8x8`], [`tile32_groups`]), with the
+//! interleaved column groups ([`Block8x8`], [`groups32`]), with the
 //! same float operations per column, so a column's result does not depend
 //! on its neighbours. The K-quants and float weights use a register tile
 //! of one row × up to eight columns that unpacks each weight block once and
@@ -167,9 +167,9 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
     }
 }
 
-/// Tiles a 32-value format over rows × column groups: a lone column runs
-/// [`tile32`], two or more of a group [`tile32_groups`]. Both give a column
-/// the same float operations in the same order, so a sequence decoded in a
+/// A 32-value format over rows × column groups: a lone column runs
+/// [`tile32`], two or more of a group [`groups32`]. Both give a column the
+/// same float operations in the same order, so a sequence decoded in a
 /// batch gets bit for bit the logits it gets alone.
 ///
 /// # Safety
@@ -192,34 +192,59 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     let nb = cols / 32;
     assert!(a.len() >= n * nb && sums.len() >= n * nb && scales.len() >= n * nb);
     assert!(n < 2 || groups.len() >= n.div_ceil(8) * nb, "column groups");
-    for_each_tile(
-        rows,
-        n,
-        MR32,
-        NR32,
-        |r0, rr, c0, cc, res| {
-            // SAFETY: the tile's rows and columns are in bounds (asserted above
-            // and by the caller); the CPU features are the caller's contract.
-            unsafe {
-                let wp = base.add(r0 * rb);
-                let ap = a.as_ptr().add(c0 * nb);
-                let sp = sums.as_ptr().add(c0 * nb);
-                let dp = scales.as_ptr().add(c0 * nb);
-                debug_assert!(rr == 1 && c0 % 8 == 0);
-                match (cc, VNNI) {
-                    (1, false) => res[0][0] = tile32::<K, A>(wp, ap, sp, dp, nb),
-                    (1, true) => res[0][0] = tile32_vnni::<K, A>(wp, ap, sp, dp, nb),
-                    (_, false) => {
-                        tile32_groups::<K>(wp, groups.as_ptr().add(c0 / 8 * nb), nb, cc, res)
+    // SAFETY (all blocks below): the rows and columns are in bounds
+    // (asserted above and by the caller); the CPU features are the caller's
+    // contract.
+    let lone = |r: usize, c: usize| unsafe {
+        let (wp, ap) = (base.add(r * rb), a.as_ptr().add(c * nb));
+        let (sp, dp) = (sums.as_ptr().add(c * nb), scales.as_ptr().add(c * nb));
+        if VNNI {
+            tile32_vnni::<K, A>(wp, ap, sp, dp, nb)
+        } else {
+            tile32::<K, A>(wp, ap, sp, dp, nb)
+        }
+    };
+    if n == 1 {
+        for r in rows {
+            out(r, 0, lone(r, 0));
+        }
+        return;
+    }
+    // Each row's blocks are unpacked once for all column groups (once per
+    // group when the row is longer than the cache).
+    let mut u = Unpacked32::default();
+    for r in rows {
+        let wp = unsafe { base.add(r * rb) };
+        if nb <= CACHED {
+            unsafe { unpack_blocks::<K>(wp, 0..nb, &mut u) };
+        }
+        for c0 in (0..n).step_by(8) {
+            let cc = 8.min(n - c0);
+            if cc == 1 {
+                out(r, c0, lone(r, c0));
+                continue;
+            }
+            let gp = unsafe { groups.as_ptr().add(c0 / 8 * nb) };
+            let mut acc = [unsafe { _mm256_setzero_ps() }; GROUP];
+            for b0 in (0..nb).step_by(CACHED) {
+                let blocks = b0..nb.min(b0 + CACHED);
+                unsafe {
+                    if nb > CACHED {
+                        unpack_blocks::<K>(wp, blocks.clone(), &mut u);
                     }
-                    (_, true) => {
-                        tile32_groups_vnni::<K>(wp, groups.as_ptr().add(c0 / 8 * nb), nb, cc, res)
+                    if VNNI {
+                        groups32_vnni::<K>(&u, blocks, gp, &mut acc);
+                    } else {
+                        groups32::<K>(&u, blocks, gp, &mut acc);
                     }
                 }
             }
-        },
-        out,
-    )
+            let res = unsafe { sum_groups(&acc) };
+            for c in 0..cc {
+                out(r, c0 + c, res[c]);
+            }
+        }
+    }
 }
 
 /// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × column groups: a lone
@@ -636,65 +661,99 @@ unsafe fn scale32<const K: u8>(p: *const u8) -> (f32, f32) {
     (d, off)
 }
 
-/// One row against the `2 <= cc <= 8` columns of the column group at `g`
-/// (`nb` blocks): `res[0][c] = dot(row, column c)`.
+/// Blocks of a row that [`run32`] unpacks once for all column groups.
+const CACHED: usize = 64;
+
+/// Unpacked blocks of one row of a 32-value format.
+struct Unpacked32 {
+    /// The values, unsigned (Q8_0: signed).
+    x: [__m256i; CACHED],
+    /// Scales.
+    d: [f32; CACHED],
+    /// Offset coefficients (0 for Q8_0).
+    off: [f32; CACHED],
+}
+
+impl Default for Unpacked32 {
+    fn default() -> Self {
+        // SAFETY: all-zero bits are valid for every field.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+/// Unpacks `blocks` (at most [`CACHED`]) of the row at `w` into `u`, block
+/// `blocks.start` first.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` holds the row's blocks of format `K`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_blocks<const K: u8>(w: *const u8, blocks: Range<usize>, u: &mut Unpacked32) {
+    debug_assert!(blocks.len() <= CACHED);
+    for (i, b) in blocks.enumerate() {
+        let p = w.add(b * bytes32(K));
+        let q = values32::<K>(p);
+        u.x[i] = q;
+        (u.d[i], u.off[i]) = scale32::<K>(p);
+    }
+}
+
+/// One row's unpacked `blocks` (`u` holds them from `blocks.start` on)
+/// against the eight columns of the column group at `g`, added to `acc`.
 ///
 /// Each block's eight column sums come out of the byte products in the
 /// eight lanes of one vector, and go through the same float operations, in
 /// the same order, as a single column's in [`tile32`]: lane `c` of
-/// accumulator `b % 8` gets block `b` of column `c`, and the accumulators
-/// are added in [`hsum`]'s order. A column's result therefore does not
-/// depend on the columns it is computed with.
+/// accumulator `b % 8` gets block `b` of column `c`, and [`sum_groups`]
+/// adds the accumulators in [`hsum`]'s order. A column's result therefore
+/// does not depend on the columns it is computed with.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `w` holds one row of at least `nb` blocks of
-/// format `K`; `g` points to `nb` column-group blocks.
+/// AVX2/FMA/F16C available; `g` points to the group's blocks from 0 to
+/// `blocks.end`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile32_groups<const K: u8>(
-    w: *const u8,
+unsafe fn groups32<const K: u8>(
+    u: &Unpacked32,
+    blocks: Range<usize>,
     g: *const Block8x8,
-    nb: usize,
-    cc: usize,
-    res: &mut TileOut,
+    acc: &mut [__m256; GROUP],
 ) {
-    tile32_groups_with::<K, false>(w, g, nb, cc, res)
+    groups32_with::<K, false>(u, blocks, g, acc)
 }
 
-/// [`tile32_groups`] summing byte products with AVX-VNNI.
+/// [`groups32`] summing byte products with AVX-VNNI.
 ///
 /// # Safety
-/// As [`tile32_groups`], and AVX-VNNI available.
+/// As [`groups32`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile32_groups_vnni<const K: u8>(
-    w: *const u8,
+unsafe fn groups32_vnni<const K: u8>(
+    u: &Unpacked32,
+    blocks: Range<usize>,
     g: *const Block8x8,
-    nb: usize,
-    cc: usize,
-    res: &mut TileOut,
+    acc: &mut [__m256; GROUP],
 ) {
-    tile32_groups_with::<K, true>(w, g, nb, cc, res)
+    groups32_with::<K, true>(u, blocks, g, acc)
 }
 
-/// The body of [`tile32_groups`] and [`tile32_groups_vnni`].
+/// The body of [`groups32`] and [`groups32_vnni`].
 #[inline(always)]
-unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
-    w: *const u8,
+unsafe fn groups32_with<const K: u8, const VNNI: bool>(
+    u: &Unpacked32,
+    blocks: Range<usize>,
     g: *const Block8x8,
-    nb: usize,
-    cc: usize,
-    res: &mut TileOut,
+    acc: &mut [__m256; GROUP],
 ) {
     let signed = K == K_Q8_0;
     let ones = _mm256_set1_epi16(1);
-    let bs = bytes32(K);
-    let mut acc = [_mm256_setzero_ps(); GROUP];
-    for b in 0..nb {
-        let p = w.add(b * bs);
+    let first = blocks.start;
+    for b in blocks {
+        let i = b - first;
         let y = &*g.add(b);
-        // The block's values, four bytes per word, each word broadcast
-        // against the same four bytes of all eight columns.
-        let q = values32::<K>(p);
+        // The block's four-byte words, each against the same four bytes of
+        // all eight columns.
+        let q = u.x[i];
         let x = words(if signed { _mm256_sign_epi8(q, q) } else { q });
+        // Q8_0: the weights' signs go onto the activations.
         let signs = if signed { words(q) } else { x };
         let mut part = [_mm256_setzero_si256(); 2];
         for k in 0..8 {
@@ -712,23 +771,21 @@ unsafe fn tile32_groups_with<const K: u8, const VNNI: bool>(
             };
         }
         let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(part[0], part[1]));
-        let (d, off) = scale32::<K>(p);
         let t = _mm256_mul_ps(dot, _mm256_load_ps(y.d.as_ptr()));
         let k = b % GROUP;
-        acc[k] = _mm256_fmadd_ps(t, _mm256_set1_ps(d), acc[k]);
+        acc[k] = _mm256_fmadd_ps(t, _mm256_set1_ps(u.d[i]), acc[k]);
         if !signed {
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(off), _mm256_load_ps(y.s.as_ptr()), acc[k]);
+            let s = _mm256_load_ps(y.s.as_ptr());
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(u.off[i]), s, acc[k]);
         }
     }
-    store_groups(&acc, cc, res);
 }
 
-/// Writes a column group's results (the first `cc` are columns) to
-/// `res[0]`: lane `c` of the eight accumulators added in [`hsum`]'s
-/// order, as a single column's eight lanes are.
+/// A column group's eight results: lane `c` of the eight accumulators
+/// added in [`hsum`]'s order, as a single column's eight lanes are.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
+unsafe fn sum_groups(acc: &[__m256; GROUP]) -> [f32; GROUP] {
     let s = [
         _mm256_add_ps(acc[4], acc[0]),
         _mm256_add_ps(acc[5], acc[1]),
@@ -736,9 +793,18 @@ unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
         _mm256_add_ps(acc[7], acc[3]),
     ];
     let total = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
-    // All eight lanes: the caller reads the first `cc`.
+    let mut lanes = [0.0f32; GROUP];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), total);
+    lanes
+}
+
+/// Writes a column group's results (the first `cc` are columns) to
+/// `res[0]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
     debug_assert!(cc <= GROUP);
-    _mm256_storeu_ps(res[0].as_mut_ptr(), total);
+    res[0] = sum_groups(acc);
 }
 
 // ---------------------------------------------------------------------------
@@ -850,7 +916,7 @@ unsafe fn group_q4_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 
 /// One Q4_K row against the `2 <= cc <= 8` columns of the column group at
 /// `g` (`nb` blocks), each column's block sums in one lane, with the float
-/// operations of [`dot_q4_k`] (see [`tile32_groups`]).
+/// operations of [`dot_q4_k`] (see [`groups32`]).
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `w` holds `nb` 144-byte Q4_K blocks; `g`
@@ -1030,7 +1096,7 @@ unsafe fn group_q6_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 
 /// One Q6_K row against the `2 <= cc <= 8` columns of the column group at
 /// `g` (`nb` blocks), with the float operations of [`dot_q6_k`] (see
-/// [`tile32_groups`]).
+/// [`groups32`]).
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `w` holds `nb` 210-byte Q6_K blocks; `g`
