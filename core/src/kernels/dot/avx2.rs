@@ -39,13 +39,6 @@ pub(crate) fn vnni_available() -> bool {
     available() && is_x86_feature_detected!("avxvnni")
 }
 
-/// Tile shape (rows × columns) of the 32-value formats: one row against one
-/// column group of eight.
-const MR32: usize = 1;
-const NR32: usize = 8;
-const _: () = assert!(MR32 == 1 && NR32 == super::MAX_TILE_COLS);
-/// Columns of the K-quant tiles when `n > 1` (one row per tile).
-const NRK: usize = 8;
 /// Tile shape of F32/F16 weights when `n > 1`.
 const MRF: usize = 4;
 const NRF: usize = 2;
@@ -204,50 +197,60 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
             tile32::<K, A>(wp, ap, sp, dp, nb)
         }
     };
-    if n == 1 {
-        for r in rows {
-            out(r, 0, lone(r, 0));
-        }
-        return;
-    }
-    // Each row's blocks are unpacked once for all column groups (once per
+    // A row's blocks are unpacked once for all its column groups (once per
     // group when the row is longer than the cache).
     let mut u = Unpacked32::default();
-    for r in rows {
-        let wp = unsafe { base.add(r * rb) };
-        if nb <= CACHED {
-            unsafe { unpack_blocks::<K>(wp, 0..nb, &mut u) };
+    let group = |r: usize, c0: usize| unsafe {
+        let wp = base.add(r * rb);
+        if c0 == 0 && nb <= CACHED {
+            unpack_blocks::<K>(wp, 0..nb, &mut u);
         }
-        for c0 in (0..n).step_by(8) {
-            let cc = 8.min(n - c0);
+        let gp = groups.as_ptr().add(c0 / 8 * nb);
+        let mut acc = [_mm256_setzero_ps(); GROUP];
+        for b0 in (0..nb).step_by(CACHED) {
+            let blocks = b0..nb.min(b0 + CACHED);
+            if nb > CACHED {
+                unpack_blocks::<K>(wp, blocks.clone(), &mut u);
+            }
+            if VNNI {
+                groups32_vnni::<K>(&u, blocks, gp, &mut acc);
+            } else {
+                groups32::<K>(&u, blocks, gp, &mut acc);
+            }
+        }
+        sum_groups(&acc)
+    };
+    by_groups(rows, n, lone, group, out)
+}
+
+/// Walks `rows` (outermost) × columns `0..n` in groups of eight and hands
+/// each result to `out(row, col, value)`: a lone column (when `n == 1`, or
+/// the last group holds one) through `lone(row, col)`, a group of two or
+/// more through `group(row, first_col)`, which returns all eight lanes.
+#[inline(always)]
+fn by_groups<F: FnMut(usize, usize, f32)>(
+    rows: Range<usize>,
+    n: usize,
+    lone: impl Fn(usize, usize) -> f32,
+    mut group: impl FnMut(usize, usize) -> [f32; GROUP],
+    out: &mut F,
+) {
+    for r in rows {
+        for c0 in (0..n).step_by(GROUP) {
+            let cc = GROUP.min(n - c0);
             if cc == 1 {
                 out(r, c0, lone(r, c0));
-                continue;
-            }
-            let gp = unsafe { groups.as_ptr().add(c0 / 8 * nb) };
-            let mut acc = [unsafe { _mm256_setzero_ps() }; GROUP];
-            for b0 in (0..nb).step_by(CACHED) {
-                let blocks = b0..nb.min(b0 + CACHED);
-                unsafe {
-                    if nb > CACHED {
-                        unpack_blocks::<K>(wp, blocks.clone(), &mut u);
-                    }
-                    if VNNI {
-                        groups32_vnni::<K>(&u, blocks, gp, &mut acc);
-                    } else {
-                        groups32::<K>(&u, blocks, gp, &mut acc);
-                    }
+            } else {
+                let res = group(r, c0);
+                for c in 0..cc {
+                    out(r, c0 + c, res[c]);
                 }
-            }
-            let res = unsafe { sum_groups(&acc) };
-            for c in 0..cc {
-                out(r, c0 + c, res[c]);
             }
         }
     }
 }
 
-/// Tiles Q4_K (`Q4 == true`) or Q6_K over rows × column groups: a lone
+/// Q4_K (`Q4 == true`) or Q6_K over rows × column groups: a lone
 /// column runs [`dot_q4_k`] / [`dot_q6_k`], two or more of a group
 /// [`groups_q4_k`] / [`groups_q6_k`].
 ///
@@ -267,34 +270,26 @@ unsafe fn run_k<const Q4: bool, const VNNI: bool, F: FnMut(usize, usize, f32)>(
 ) {
     let nb = cols / QK_K;
     assert!(a.len() >= n * nb);
-    assert!(
-        !Q4 || n < 2 || groups.len() >= n.div_ceil(8) * nb,
-        "column groups"
-    );
-    let nr = if n == 1 { 1 } else { NRK };
-    for_each_tile(
-        rows,
-        n,
-        1,
-        nr,
-        |r0, _, c0, cc, res| {
-            // SAFETY: as in `run32`.
-            unsafe {
-                let wp = base.add(r0 * rb);
-                let ap = a.as_ptr().add(c0 * nb);
-                let gp = groups.as_ptr().add(c0 / 8 * nb);
-                match (Q4, cc, VNNI) {
-                    (true, 1, _) => res[0][0] = dot_q4_k(wp, ap, nb),
-                    (true, _, false) => groups_q4_k(wp, gp, nb, cc, res),
-                    (true, _, true) => groups_q4_k_vnni(wp, gp, nb, cc, res),
-                    (false, 1, _) => res[0][0] = dot_q6_k(wp, ap, nb),
-                    (false, _, false) => groups_q6_k(wp, gp, nb, cc, res),
-                    (false, _, true) => groups_q6_k_vnni(wp, gp, nb, cc, res),
-                }
-            }
-        },
-        out,
-    )
+    assert!(n < 2 || groups.len() >= n.div_ceil(8) * nb, "column groups");
+    // SAFETY (both): as in `run32`.
+    let lone = |r: usize, c: usize| unsafe {
+        let (wp, ap) = (base.add(r * rb), a.as_ptr().add(c * nb));
+        if Q4 {
+            dot_q4_k(wp, ap, nb)
+        } else {
+            dot_q6_k(wp, ap, nb)
+        }
+    };
+    let group = |r: usize, c0: usize| unsafe {
+        let (wp, gp) = (base.add(r * rb), groups.as_ptr().add(c0 / 8 * nb));
+        match (Q4, VNNI) {
+            (true, false) => groups_q4_k(wp, gp, nb),
+            (true, true) => groups_q4_k_vnni(wp, gp, nb),
+            (false, false) => groups_q6_k(wp, gp, nb),
+            (false, true) => groups_q6_k_vnni(wp, gp, nb),
+        }
+    };
+    by_groups(rows, n, lone, group, out)
 }
 
 /// Tiles F32 (`ES = 4`) or F16 (`ES = 2`) weights over rows × columns.
@@ -798,15 +793,6 @@ unsafe fn sum_groups(acc: &[__m256; GROUP]) -> [f32; GROUP] {
     lanes
 }
 
-/// Writes a column group's results (the first `cc` are columns) to
-/// `res[0]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_groups(acc: &[__m256; GROUP], cc: usize, res: &mut TileOut) {
-    debug_assert!(cc <= GROUP);
-    res[0] = sum_groups(acc);
-}
-
 // ---------------------------------------------------------------------------
 // K-quants with Q8_K activations.
 
@@ -914,7 +900,7 @@ unsafe fn group_q4_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
     *acc = _mm256_fmadd_ps(_mm256_loadu_ps(dm.as_ptr()), imin, *acc);
 }
 
-/// One Q4_K row against the `2 <= cc <= 8` columns of the column group at
+/// One Q4_K row against the eight columns of the column group at
 /// `g` (`nb` blocks), each column's block sums in one lane, with the float
 /// operations of [`dot_q4_k`] (see [`groups32`]).
 ///
@@ -922,8 +908,8 @@ unsafe fn group_q4_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 /// AVX2/FMA/F16C available; `w` holds `nb` 144-byte Q4_K blocks; `g`
 /// points to `nb` column-group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, res: &mut TileOut) {
-    groups_q4_k_with::<false>(w, g, nb, cc, res)
+unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q4_k_with::<false>(w, g, nb)
 }
 
 /// [`groups_q4_k`] summing byte products with AVX-VNNI.
@@ -931,14 +917,8 @@ unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, r
 /// # Safety
 /// As [`groups_q4_k`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn groups_q4_k_vnni(
-    w: *const u8,
-    g: *const Block8x8K,
-    nb: usize,
-    cc: usize,
-    res: &mut TileOut,
-) {
-    groups_q4_k_with::<true>(w, g, nb, cc, res)
+unsafe fn groups_q4_k_vnni(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q4_k_with::<true>(w, g, nb)
 }
 
 /// The body of [`groups_q4_k`] and [`groups_q4_k_vnni`].
@@ -947,9 +927,7 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
     w: *const u8,
     g: *const Block8x8K,
     nb: usize,
-    cc: usize,
-    res: &mut TileOut,
-) {
+) -> [f32; GROUP] {
     let m4 = _mm256_set1_epi8(0xF);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
@@ -996,7 +974,7 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
         acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc[k]);
         acc[k] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(imin), acc[k]);
     }
-    store_groups(&acc, cc, res);
+    sum_groups(&acc)
 }
 
 /// The 256 values of the Q6_K block at `p`, unsigned (0..64), as eight
@@ -1094,7 +1072,7 @@ unsafe fn group_q6_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
     *acc = _mm256_fmadd_ps(_mm256_loadu_ps(dd.as_ptr()), isum, *acc);
 }
 
-/// One Q6_K row against the `2 <= cc <= 8` columns of the column group at
+/// One Q6_K row against the eight columns of the column group at
 /// `g` (`nb` blocks), with the float operations of [`dot_q6_k`] (see
 /// [`groups32`]).
 ///
@@ -1102,8 +1080,8 @@ unsafe fn group_q6_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 /// AVX2/FMA/F16C available; `w` holds `nb` 210-byte Q6_K blocks; `g`
 /// points to `nb` column-group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, res: &mut TileOut) {
-    groups_q6_k_with::<false>(w, g, nb, cc, res)
+unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q6_k_with::<false>(w, g, nb)
 }
 
 /// [`groups_q6_k`] summing byte products with AVX-VNNI.
@@ -1111,14 +1089,8 @@ unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize, cc: usize, r
 /// # Safety
 /// As [`groups_q6_k`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn groups_q6_k_vnni(
-    w: *const u8,
-    g: *const Block8x8K,
-    nb: usize,
-    cc: usize,
-    res: &mut TileOut,
-) {
-    groups_q6_k_with::<true>(w, g, nb, cc, res)
+unsafe fn groups_q6_k_vnni(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q6_k_with::<true>(w, g, nb)
 }
 
 /// The body of [`groups_q6_k`] and [`groups_q6_k_vnni`].
@@ -1127,9 +1099,7 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
     w: *const u8,
     g: *const Block8x8K,
     nb: usize,
-    cc: usize,
-    res: &mut TileOut,
-) {
+) -> [f32; GROUP] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
     for b in 0..nb {
@@ -1169,7 +1139,7 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
         let k = b % GROUP;
         acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc[k]);
     }
-    store_groups(&acc, cc, res);
+    sum_groups(&acc)
 }
 
 // ---------------------------------------------------------------------------
