@@ -593,7 +593,6 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
     acc: &mut __m256,
 ) {
     let signed = K == K_Q8_0;
-    let ones = _mm256_set1_epi16(1);
     let bs = bytes32(K);
     let p = w.add(b0 * bs);
     let (dw, off) = scales32::<K>(p, g);
@@ -608,19 +607,28 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
         } else {
             q
         };
-        // The i16 pair sums of maddubs cannot saturate (x <= 128,
-        // |qy| <= 127), so both ways give the exact i32 sums.
-        part[k] = if VNNI {
-            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, qy)
-        } else {
-            _mm256_madd_epi16(_mm256_maddubs_epi16(x, qy), ones)
-        };
+        part[k] = dot_bytes::<VNNI>(_mm256_setzero_si256(), x, qy);
     }
     let dot = _mm256_cvtepi32_ps(reduce8(&part));
     let t = _mm256_mul_ps(dot, load_first(scales.add(b0), g));
     *acc = _mm256_fmadd_ps(t, dw, *acc);
     if !signed {
         *acc = _mm256_fmadd_ps(off, load_first(sums.add(b0), g), *acc);
+    }
+}
+
+/// `acc` plus, per i32 lane, the sum of the lane's four products of
+/// unsigned bytes of `x` with signed bytes of `a`: one `vpdpbusd` with
+/// AVX-VNNI, `maddubs` + `madd` + add without. The i16 pair sums of
+/// `maddubs` cannot saturate here (x <= 128 with |a| <= 127, or x <= 63
+/// with |a| <= 128), so both ways give the exact i32 sums.
+#[inline(always)]
+unsafe fn dot_bytes<const VNNI: bool>(acc: __m256i, x: __m256i, a: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_avx_epi32(acc, x, a)
+    } else {
+        let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), _mm256_set1_epi16(1));
+        _mm256_add_epi32(acc, pairs)
     }
 }
 
@@ -739,7 +747,6 @@ unsafe fn groups32_with<const K: u8, const VNNI: bool>(
     acc: &mut [__m256; GROUP],
 ) {
     let signed = K == K_Q8_0;
-    let ones = _mm256_set1_epi16(1);
     let first = blocks.start;
     for b in blocks {
         let i = b - first;
@@ -756,14 +763,7 @@ unsafe fn groups32_with<const K: u8, const VNNI: bool>(
             if signed {
                 a = _mm256_sign_epi8(a, signs[k]);
             }
-            part[k % 2] = if VNNI {
-                _mm256_dpbusd_avx_epi32(part[k % 2], x[k], a)
-            } else {
-                _mm256_add_epi32(
-                    part[k % 2],
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
-                )
-            };
+            part[k % 2] = dot_bytes::<VNNI>(part[k % 2], x[k], a);
         }
         let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(part[0], part[1]));
         let t = _mm256_mul_ps(dot, _mm256_load_ps(y.d.as_ptr()));
@@ -929,7 +929,6 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
     nb: usize,
 ) -> [f32; GROUP] {
     let m4 = _mm256_set1_epi8(0xF);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
     for b in 0..nb {
         let p = w.add(b * 144);
@@ -950,14 +949,7 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
-                part[k % 2] = if VNNI {
-                    _mm256_dpbusd_avx_epi32(part[k % 2], x[k], a)
-                } else {
-                    _mm256_add_epi32(
-                        part[k % 2],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
-                    )
-                };
+                part[k % 2] = dot_bytes::<VNNI>(part[k % 2], x[k], a);
             }
             let sub = _mm256_add_epi32(part[0], part[1]);
             isum = _mm256_add_epi32(
@@ -1100,7 +1092,6 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
     g: *const Block8x8K,
     nb: usize,
 ) -> [f32; GROUP] {
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); GROUP];
     for b in 0..nb {
         let p = w.add(b * 210);
@@ -1114,14 +1105,7 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
-                part[k / 4] = if VNNI {
-                    _mm256_dpbusd_avx_epi32(part[k / 4], x[k], a)
-                } else {
-                    _mm256_add_epi32(
-                        part[k / 4],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(x[k], a), ones),
-                    )
-                };
+                part[k / 4] = dot_bytes::<VNNI>(part[k / 4], x[k], a);
             }
             let (s0, s1) = (*sc.add(2 * j) as i32, *sc.add(2 * j + 1) as i32);
             isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(part[0], _mm256_set1_epi32(s0)));
