@@ -769,7 +769,8 @@ fn host_killed_and_restarted_mid_upload_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("device.sqlite");
     let db = dir.path().join("host.sqlite");
-    let n = 600;
+    // Enough traces that the upload outlasts several kills on a fast machine.
+    let n = 2400;
     let expected = device_store(&device, n);
     let mut host = Host::start(&db, "127.0.0.1:0", &[]);
     let addr = host.addr;
@@ -835,7 +836,8 @@ fn reporter_process_killed_mid_upload_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("device.sqlite");
     let db = dir.path().join("host.sqlite");
-    let n = 300;
+    // Enough traces that the upload outlasts several kills on a fast machine.
+    let n = 1200;
     let expected = device_store(&device, n);
     let host = Host::start(&db, "127.0.0.1:0", &[]);
     let url = host.url();
