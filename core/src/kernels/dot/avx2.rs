@@ -4,8 +4,11 @@
 //! The integer dot products follow ggml's: `_mm256_maddubs_epi16` multiplies
 //! unsigned by signed bytes and adds pairs into i16, `_mm256_madd_epi16`
 //! widens to i32 (multiplying by ones, or by the K-quants' sub-block scales).
-//! Where the CPU has AVX-VNNI, the 32-value formats do both in one
-//! `_mm256_dpbusd_avx_epi32` ([`dot_rows_vnni`]).
+//! Where the CPU has AVX-VNNI, they do both in one
+//! `_mm256_dpbusd_avx_epi32` ([`dot_rows_vnni`]). Where it has AVX-512 (BW,
+//! VL, VNNI), the same kernels run at 256-bit width with the EVEX form of
+//! that instruction, and Q5_0's fifth bits are added under a bit mask
+//! ([`dot_rows_avx512`]).
 //!
 //! The 32-value formats keep the byte products of eight blocks in integers
 //! and scale them once, as one vector ([`tile32`]). With several columns,
@@ -39,6 +42,25 @@ pub(crate) fn vnni_available() -> bool {
     available() && is_x86_feature_detected!("avxvnni")
 }
 
+/// Whether this CPU can also run the AVX-512 variants ([`dot_rows_avx512`]).
+pub(crate) fn avx512_available() -> bool {
+    available()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+// Instruction tiers of the kernels (a const generic parameter `X`): the
+// same code, with the byte dot products and Q5_0's unpacking done by the
+// best instructions of each.
+/// AVX2, FMA and F16C.
+const AVX2: u8 = 0;
+/// [`AVX2`] and AVX-VNNI.
+const AVX_VNNI: u8 = 1;
+/// [`AVX2`] and AVX-512 F, BW, VL and VNNI, at 256-bit width.
+const AVX512: u8 = 2;
+
 /// Tile shape of F32/F16 weights when `n > 1`.
 const MRF: usize = 4;
 const NRF: usize = 2;
@@ -64,7 +86,7 @@ pub(crate) unsafe fn dot_rows<F: FnMut(usize, usize, f32)>(
     n: usize,
     out: &mut F,
 ) {
-    dot_rows_with::<false, F>(w, rows, acts, n, out)
+    dot_rows_with::<AVX2, F>(w, rows, acts, n, out)
 }
 
 /// [`dot_rows`] with the 32-value formats' byte products summed by AVX-VNNI
@@ -84,12 +106,34 @@ pub(crate) unsafe fn dot_rows_vnni<F: FnMut(usize, usize, f32)>(
     n: usize,
     out: &mut F,
 ) {
-    dot_rows_with::<true, F>(w, rows, acts, n, out)
+    dot_rows_with::<AVX_VNNI, F>(w, rows, acts, n, out)
 }
 
-/// The body of [`dot_rows`] and [`dot_rows_vnni`], inlined into each.
+/// [`dot_rows`] with AVX-512 instructions at 256-bit width: the byte
+/// products summed by `vpdpbusd` as in [`dot_rows_vnni`], and Q5_0's fifth
+/// bits added under a mask; bit for bit the same results.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI
+/// ([`avx512_available`]).
+///
+/// # Panics
+/// As [`dot_rows`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn dot_rows_avx512<F: FnMut(usize, usize, f32)>(
+    w: &QMatrix,
+    rows: Range<usize>,
+    acts: Acts,
+    n: usize,
+    out: &mut F,
+) {
+    dot_rows_with::<AVX512, F>(w, rows, acts, n, out)
+}
+
+/// The body of the `dot_rows` variants, inlined into each; `X` is the
+/// instruction tier.
 #[inline(always)]
-unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
+unsafe fn dot_rows_with<const X: u8, F: FnMut(usize, usize, f32)>(
     w: &QMatrix,
     rows: Range<usize>,
     acts: Acts,
@@ -112,9 +156,7 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
                 scales,
                 groups,
             },
-        ) => {
-            run32::<K_Q4_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
-        }
+        ) => run32::<K_Q4_0, X, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out),
         (
             GgmlType::Q5_0,
             Acts::Q8_0 {
@@ -123,9 +165,7 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
                 scales,
                 groups,
             },
-        ) => {
-            run32::<K_Q5_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
-        }
+        ) => run32::<K_Q5_0, X, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out),
         (
             GgmlType::Q8_0,
             Acts::Q8_0 {
@@ -134,9 +174,7 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
                 scales,
                 groups,
             },
-        ) => {
-            run32::<K_Q8_0, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
-        }
+        ) => run32::<K_Q8_0, X, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out),
         (
             GgmlType::Q4_1,
             Acts::Q8_1 {
@@ -145,14 +183,12 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
                 scales,
                 groups,
             },
-        ) => {
-            run32::<K_Q4_1, VNNI, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out)
-        }
+        ) => run32::<K_Q4_1, X, _, F>(base, rb, rows, blocks, sums, scales, groups, cols, n, out),
         (GgmlType::Q4K, Acts::Q8K { blocks, groups }) => {
-            run_k::<true, VNNI, F>(base, rb, rows, blocks, groups, cols, n, out)
+            run_k::<true, X, F>(base, rb, rows, blocks, groups, cols, n, out)
         }
         (GgmlType::Q6K, Acts::Q8K { blocks, groups }) => {
-            run_k::<false, VNNI, F>(base, rb, rows, blocks, groups, cols, n, out)
+            run_k::<false, X, F>(base, rb, rows, blocks, groups, cols, n, out)
         }
         (GgmlType::F32, Acts::F32(x)) => run_f::<4, F>(base, rb, rows, x, cols, n, out),
         (GgmlType::F16, Acts::F32(x)) => run_f::<2, F>(base, rb, rows, x, cols, n, out),
@@ -170,7 +206,7 @@ unsafe fn dot_rows_with<const VNNI: bool, F: FnMut(usize, usize, f32)>(
 /// format `K`; `cols` is a multiple of 32.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, f32)>(
+unsafe fn run32<const K: u8, const X: u8, A: Act32, F: FnMut(usize, usize, f32)>(
     base: *const u8,
     rb: usize,
     rows: Range<usize>,
@@ -191,31 +227,39 @@ unsafe fn run32<const K: u8, const VNNI: bool, A: Act32, F: FnMut(usize, usize, 
     let lone = |r: usize, c: usize| unsafe {
         let (wp, ap) = (base.add(r * rb), a.as_ptr().add(c * nb));
         let (sp, dp) = (sums.as_ptr().add(c * nb), scales.as_ptr().add(c * nb));
-        if VNNI {
-            tile32_vnni::<K, A>(wp, ap, sp, dp, nb)
-        } else {
-            tile32::<K, A>(wp, ap, sp, dp, nb)
+        match X {
+            AVX2 => tile32::<K, A>(wp, ap, sp, dp, nb),
+            AVX_VNNI => tile32_vnni::<K, A>(wp, ap, sp, dp, nb),
+            _ => tile32_avx512::<K, A>(wp, ap, sp, dp, nb),
         }
     };
     // A row's blocks are unpacked once for all its column groups (once per
     // group when the row is longer than the cache).
     let mut u = Unpacked32::default();
+    // SAFETY: as above.
+    let unpack = |wp: *const u8, blocks: Range<usize>, u: &mut Unpacked32| unsafe {
+        if X == AVX512 {
+            unpack_blocks_avx512::<K>(wp, blocks, u)
+        } else {
+            unpack_blocks::<K>(wp, blocks, u)
+        }
+    };
     let group = |r: usize, c0: usize| unsafe {
         let wp = base.add(r * rb);
         if c0 == 0 && nb <= CACHED {
-            unpack_blocks::<K>(wp, 0..nb, &mut u);
+            unpack(wp, 0..nb, &mut u);
         }
         let gp = groups.as_ptr().add(c0 / 8 * nb);
         let mut acc = [_mm256_setzero_ps(); GROUP];
         for b0 in (0..nb).step_by(CACHED) {
             let blocks = b0..nb.min(b0 + CACHED);
             if nb > CACHED {
-                unpack_blocks::<K>(wp, blocks.clone(), &mut u);
+                unpack(wp, blocks.clone(), &mut u);
             }
-            if VNNI {
-                groups32_vnni::<K>(&u, blocks, gp, &mut acc);
-            } else {
-                groups32::<K>(&u, blocks, gp, &mut acc);
+            match X {
+                AVX2 => groups32::<K>(&u, blocks, gp, &mut acc),
+                AVX_VNNI => groups32_vnni::<K>(&u, blocks, gp, &mut acc),
+                _ => groups32_avx512::<K>(&u, blocks, gp, &mut acc),
             }
         }
         sum_groups(&acc)
@@ -258,7 +302,7 @@ fn by_groups<F: FnMut(usize, usize, f32)>(
 /// As [`run32`], for Q4_K / Q6_K rows and `cols` a multiple of 256.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn run_k<const Q4: bool, const VNNI: bool, F: FnMut(usize, usize, f32)>(
+unsafe fn run_k<const Q4: bool, const X: u8, F: FnMut(usize, usize, f32)>(
     base: *const u8,
     rb: usize,
     rows: Range<usize>,
@@ -282,11 +326,13 @@ unsafe fn run_k<const Q4: bool, const VNNI: bool, F: FnMut(usize, usize, f32)>(
     };
     let group = |r: usize, c0: usize| unsafe {
         let (wp, gp) = (base.add(r * rb), groups.as_ptr().add(c0 / 8 * nb));
-        match (Q4, VNNI) {
-            (true, false) => groups_q4_k(wp, gp, nb),
-            (true, true) => groups_q4_k_vnni(wp, gp, nb),
-            (false, false) => groups_q6_k(wp, gp, nb),
-            (false, true) => groups_q6_k_vnni(wp, gp, nb),
+        match (Q4, X) {
+            (true, AVX2) => groups_q4_k(wp, gp, nb),
+            (true, AVX_VNNI) => groups_q4_k_vnni(wp, gp, nb),
+            (true, _) => groups_q4_k_avx512(wp, gp, nb),
+            (false, AVX2) => groups_q6_k(wp, gp, nb),
+            (false, AVX_VNNI) => groups_q6_k_vnni(wp, gp, nb),
+            (false, _) => groups_q6_k_avx512(wp, gp, nb),
         }
     };
     by_groups(rows, n, lone, group, out)
@@ -366,8 +412,8 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
-    let t = _mm_loadu_si128(p.cast());
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
+    let both = _mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     _mm256_and_si256(both, _mm256_set1_epi8(0xF))
 }
 
@@ -437,13 +483,57 @@ const fn bytes32(k: u8) -> usize {
 /// Blocks per group: one vector lane each.
 const GROUP: usize = 8;
 
+/// Runs `$body` with `$g` (a group's block count, 1 to 8) bound to `$n` as
+/// a constant, so that a group kernel inlined there unrolls its loops and
+/// keeps its arrays in registers for a row's last, partial group too.
+macro_rules! with_group_len {
+    ($g:expr, $n:ident => $body:expr) => {
+        match $g {
+            1 => {
+                const $n: usize = 1;
+                $body
+            }
+            2 => {
+                const $n: usize = 2;
+                $body
+            }
+            3 => {
+                const $n: usize = 3;
+                $body
+            }
+            4 => {
+                const $n: usize = 4;
+                $body
+            }
+            5 => {
+                const $n: usize = 5;
+                $body
+            }
+            6 => {
+                const $n: usize = 6;
+                $body
+            }
+            7 => {
+                const $n: usize = 7;
+                $body
+            }
+            g => {
+                debug_assert_eq!(g, GROUP);
+                const $n: usize = GROUP;
+                $body
+            }
+        }
+    };
+}
+
 /// The 32 values of the block at `p`: unsigned, except Q8_0's signed ones.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn values32<const K: u8>(p: *const u8) -> __m256i {
+/// Inlined into each tier's kernels (`X`).
+#[inline(always)]
+unsafe fn values32<const K: u8, const X: u8>(p: *const u8) -> __m256i {
     match K {
         K_Q4_0 => nibbles(p.add(2)),
         K_Q4_1 => nibbles(p.add(4)),
+        K_Q5_0 if X == AVX512 => q5_0_values_avx512(p),
         K_Q5_0 => {
             // The fifth bits, as 0x10 bytes, on top of the nibbles.
             let high = _mm256_and_si256(bytes_from_bits(p.add(2)), _mm256_set1_epi8(0x10));
@@ -451,6 +541,16 @@ unsafe fn values32<const K: u8>(p: *const u8) -> __m256i {
         }
         _ => _mm256_loadu_si256(p.add(2).cast()),
     }
+}
+
+/// The 32 values of the Q5_0 block at `p`: the nibbles, plus 16 where the
+/// block's fifth-bit mask has the bit set (one masked byte add).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn q5_0_values_avx512(p: *const u8) -> __m256i {
+    let high: __mmask32 = p.add(2).cast::<u32>().read_unaligned();
+    let low = nibbles(p.add(6));
+    _mm256_mask_add_epi8(low, high, low, _mm256_set1_epi8(0x10))
 }
 
 /// The scales and offset coefficients (0 for Q8_0) of the `g <= 8` blocks
@@ -540,7 +640,7 @@ unsafe fn tile32<const K: u8, A: Act32>(
     scales: *const f32,
     nb: usize,
 ) -> f32 {
-    tile32_with::<K, A, false>(w, a, sums, scales, nb)
+    tile32_with::<K, A, AVX2>(w, a, sums, scales, nb)
 }
 
 /// [`tile32`] summing byte products with AVX-VNNI.
@@ -555,12 +655,27 @@ unsafe fn tile32_vnni<const K: u8, A: Act32>(
     scales: *const f32,
     nb: usize,
 ) -> f32 {
-    tile32_with::<K, A, true>(w, a, sums, scales, nb)
+    tile32_with::<K, A, AVX_VNNI>(w, a, sums, scales, nb)
 }
 
-/// The body of [`tile32`] and [`tile32_vnni`], inlined into each.
+/// [`tile32`] with AVX-512 instructions.
+///
+/// # Safety
+/// As [`tile32`], and AVX-512 F/BW/VL/VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile32_avx512<const K: u8, A: Act32>(
+    w: *const u8,
+    a: *const A,
+    sums: *const f32,
+    scales: *const f32,
+    nb: usize,
+) -> f32 {
+    tile32_with::<K, A, AVX512>(w, a, sums, scales, nb)
+}
+
+/// The body of the `tile32` variants, inlined into each.
 #[inline(always)]
-unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool>(
+unsafe fn tile32_with<const K: u8, A: Act32, const X: u8>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -570,11 +685,11 @@ unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool>(
     let mut acc = _mm256_setzero_ps();
     let mut b0 = 0;
     while b0 + GROUP <= nb {
-        group32::<K, A, VNNI>(w, a, sums, scales, b0, GROUP, &mut acc);
+        group32::<K, A, X>(w, a, sums, scales, b0, GROUP, &mut acc);
         b0 += GROUP;
     }
     if b0 < nb {
-        group32::<K, A, VNNI>(w, a, sums, scales, b0, nb - b0, &mut acc);
+        with_group_len!(nb - b0, G => group32::<K, A, X>(w, a, sums, scales, b0, G, &mut acc))
     }
     hsum(acc)
 }
@@ -583,7 +698,7 @@ unsafe fn tile32_with<const K: u8, A: Act32, const VNNI: bool>(
 /// `k`. Inlined with `g == GROUP` for whole groups, so its loops unroll and
 /// its arrays stay in registers.
 #[inline(always)]
-unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
+unsafe fn group32<const K: u8, A: Act32, const X: u8>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -598,7 +713,7 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
     let (dw, off) = scales32::<K>(p, g);
     let mut part = [_mm256_setzero_si256(); GROUP];
     for k in 0..g {
-        let q = values32::<K>(p.add(k * bs));
+        let q = values32::<K, X>(p.add(k * bs));
         let mut qy = _mm256_loadu_si256((*a.add(b0 + k)).qs().as_ptr().cast());
         // The byte products want their first operand unsigned.
         let x = if signed {
@@ -607,7 +722,7 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
         } else {
             q
         };
-        part[k] = dot_bytes::<VNNI>(_mm256_setzero_si256(), x, qy);
+        part[k] = dot_bytes::<X>(_mm256_setzero_si256(), x, qy);
     }
     let dot = _mm256_cvtepi32_ps(reduce8(&part));
     let t = _mm256_mul_ps(dot, load_first(scales.add(b0), g));
@@ -619,12 +734,14 @@ unsafe fn group32<const K: u8, A: Act32, const VNNI: bool>(
 
 /// `acc` plus, per i32 lane, the sum of the lane's four products of
 /// unsigned bytes of `x` with signed bytes of `a`: one `vpdpbusd` with
-/// AVX-VNNI, `maddubs` + `madd` + add without. The i16 pair sums of
+/// AVX-VNNI or AVX-512 VNNI, `maddubs` + `madd` + add without. The i16 pair sums of
 /// `maddubs` cannot saturate here (x <= 128 with |a| <= 127, or x <= 63
 /// with |a| <= 128), so both ways give the exact i32 sums.
 #[inline(always)]
-unsafe fn dot_bytes<const VNNI: bool>(acc: __m256i, x: __m256i, a: __m256i) -> __m256i {
-    if VNNI {
+unsafe fn dot_bytes<const X: u8>(acc: __m256i, x: __m256i, a: __m256i) -> __m256i {
+    if X == AVX512 {
+        _mm256_dpbusd_epi32(acc, x, a)
+    } else if X == AVX_VNNI {
         _mm256_dpbusd_avx_epi32(acc, x, a)
     } else {
         let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(x, a), _mm256_set1_epi16(1));
@@ -687,15 +804,42 @@ impl Default for Unpacked32 {
 /// Unpacks `blocks` (at most [`CACHED`]) of the row at `w` into `u`, block
 /// `blocks.start` first.
 ///
+/// Kept out of line (so are the other tiers'): inlined into the column-group
+/// loop, it made that loop 20–30 % slower.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; `w` holds the row's blocks of format `K`.
-#[inline]
+#[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_blocks<const K: u8>(w: *const u8, blocks: Range<usize>, u: &mut Unpacked32) {
+    unpack_blocks_with::<K, AVX2>(w, blocks, u)
+}
+
+/// [`unpack_blocks`] with AVX-512 instructions (Q5_0's masked add).
+///
+/// # Safety
+/// As [`unpack_blocks`], and AVX-512 F/BW/VL available.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn unpack_blocks_avx512<const K: u8>(
+    w: *const u8,
+    blocks: Range<usize>,
+    u: &mut Unpacked32,
+) {
+    unpack_blocks_with::<K, AVX512>(w, blocks, u)
+}
+
+/// The body of the `unpack_blocks` variants.
+#[inline(always)]
+unsafe fn unpack_blocks_with<const K: u8, const X: u8>(
+    w: *const u8,
+    blocks: Range<usize>,
+    u: &mut Unpacked32,
+) {
     debug_assert!(blocks.len() <= CACHED);
     for (i, b) in blocks.enumerate() {
         let p = w.add(b * bytes32(K));
-        let q = values32::<K>(p);
+        let q = values32::<K, X>(p);
         u.x[i] = q;
         (u.d[i], u.off[i]) = scale32::<K>(p);
     }
@@ -721,7 +865,7 @@ unsafe fn groups32<const K: u8>(
     g: *const Block8x8,
     acc: &mut [__m256; GROUP],
 ) {
-    groups32_with::<K, false>(u, blocks, g, acc)
+    groups32_with::<K, AVX2>(u, blocks, g, acc)
 }
 
 /// [`groups32`] summing byte products with AVX-VNNI.
@@ -735,12 +879,26 @@ unsafe fn groups32_vnni<const K: u8>(
     g: *const Block8x8,
     acc: &mut [__m256; GROUP],
 ) {
-    groups32_with::<K, true>(u, blocks, g, acc)
+    groups32_with::<K, AVX_VNNI>(u, blocks, g, acc)
 }
 
-/// The body of [`groups32`] and [`groups32_vnni`].
+/// [`groups32`] with AVX-512 instructions.
+///
+/// # Safety
+/// As [`groups32`], and AVX-512 F/BW/VL/VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn groups32_avx512<const K: u8>(
+    u: &Unpacked32,
+    blocks: Range<usize>,
+    g: *const Block8x8,
+    acc: &mut [__m256; GROUP],
+) {
+    groups32_with::<K, AVX512>(u, blocks, g, acc)
+}
+
+/// The body of the `groups32` variants.
 #[inline(always)]
-unsafe fn groups32_with<const K: u8, const VNNI: bool>(
+unsafe fn groups32_with<const K: u8, const X: u8>(
     u: &Unpacked32,
     blocks: Range<usize>,
     g: *const Block8x8,
@@ -763,7 +921,7 @@ unsafe fn groups32_with<const K: u8, const VNNI: bool>(
             if signed {
                 a = _mm256_sign_epi8(a, signs[k]);
             }
-            part[k % 2] = dot_bytes::<VNNI>(part[k % 2], x[k], a);
+            part[k % 2] = dot_bytes::<X>(part[k % 2], x[k], a);
         }
         let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(part[0], part[1]));
         let t = _mm256_mul_ps(dot, _mm256_load_ps(y.d.as_ptr()));
@@ -874,7 +1032,7 @@ unsafe fn dot_q4_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
         b0 += GROUP;
     }
     if b0 < nb {
-        group_q4_k(w, a, b0, nb - b0, &mut acc);
+        with_group_len!(nb - b0, G => group_q4_k(w, a, b0, G, &mut acc))
     }
     hsum(acc)
 }
@@ -909,7 +1067,7 @@ unsafe fn group_q4_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 /// points to `nb` column-group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
-    groups_q4_k_with::<false>(w, g, nb)
+    groups_q4_k_with::<AVX2>(w, g, nb)
 }
 
 /// [`groups_q4_k`] summing byte products with AVX-VNNI.
@@ -918,12 +1076,21 @@ unsafe fn groups_q4_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GRO
 /// As [`groups_q4_k`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn groups_q4_k_vnni(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
-    groups_q4_k_with::<true>(w, g, nb)
+    groups_q4_k_with::<AVX_VNNI>(w, g, nb)
 }
 
-/// The body of [`groups_q4_k`] and [`groups_q4_k_vnni`].
+/// [`groups_q4_k`] with AVX-512 instructions.
+///
+/// # Safety
+/// As [`groups_q4_k`], and AVX-512 F/BW/VL/VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn groups_q4_k_avx512(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q4_k_with::<AVX512>(w, g, nb)
+}
+
+/// The body of the `groups_q4_k` variants.
 #[inline(always)]
-unsafe fn groups_q4_k_with<const VNNI: bool>(
+unsafe fn groups_q4_k_with<const X: u8>(
     w: *const u8,
     g: *const Block8x8K,
     nb: usize,
@@ -949,7 +1116,7 @@ unsafe fn groups_q4_k_with<const VNNI: bool>(
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
-                part[k % 2] = dot_bytes::<VNNI>(part[k % 2], x[k], a);
+                part[k % 2] = dot_bytes::<X>(part[k % 2], x[k], a);
             }
             let sub = _mm256_add_epi32(part[0], part[1]);
             isum = _mm256_add_epi32(
@@ -1044,7 +1211,7 @@ unsafe fn dot_q6_k(w: *const u8, a: *const BlockQ8K, nb: usize) -> f32 {
         b0 += GROUP;
     }
     if b0 < nb {
-        group_q6_k(w, a, b0, nb - b0, &mut acc);
+        with_group_len!(nb - b0, G => group_q6_k(w, a, b0, G, &mut acc))
     }
     hsum(acc)
 }
@@ -1073,7 +1240,7 @@ unsafe fn group_q6_k(w: *const u8, a: *const BlockQ8K, b0: usize, g: usize, acc:
 /// points to `nb` column-group blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
-    groups_q6_k_with::<false>(w, g, nb)
+    groups_q6_k_with::<AVX2>(w, g, nb)
 }
 
 /// [`groups_q6_k`] summing byte products with AVX-VNNI.
@@ -1082,12 +1249,21 @@ unsafe fn groups_q6_k(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GRO
 /// As [`groups_q6_k`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn groups_q6_k_vnni(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
-    groups_q6_k_with::<true>(w, g, nb)
+    groups_q6_k_with::<AVX_VNNI>(w, g, nb)
 }
 
-/// The body of [`groups_q6_k`] and [`groups_q6_k_vnni`].
+/// [`groups_q6_k`] with AVX-512 instructions.
+///
+/// # Safety
+/// As [`groups_q6_k`], and AVX-512 F/BW/VL/VNNI available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn groups_q6_k_avx512(w: *const u8, g: *const Block8x8K, nb: usize) -> [f32; GROUP] {
+    groups_q6_k_with::<AVX512>(w, g, nb)
+}
+
+/// The body of the `groups_q6_k` variants.
 #[inline(always)]
-unsafe fn groups_q6_k_with<const VNNI: bool>(
+unsafe fn groups_q6_k_with<const X: u8>(
     w: *const u8,
     g: *const Block8x8K,
     nb: usize,
@@ -1105,7 +1281,7 @@ unsafe fn groups_q6_k_with<const VNNI: bool>(
             let mut part = [_mm256_setzero_si256(); 2];
             for k in 0..8 {
                 let a = _mm256_load_si256(y.qs[8 * j + k].as_ptr().cast());
-                part[k / 4] = dot_bytes::<VNNI>(part[k / 4], x[k], a);
+                part[k / 4] = dot_bytes::<X>(part[k / 4], x[k], a);
             }
             let (s0, s1) = (*sc.add(2 * j) as i32, *sc.add(2 * j + 1) as i32);
             isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(part[0], _mm256_set1_epi32(s0)));

@@ -71,6 +71,11 @@ pub(crate) enum Isa {
     /// later): the AVX2 kernels with fused byte dot products.
     #[cfg(target_arch = "x86_64")]
     Avx2Vnni,
+    /// x86_64 with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI (Ice Lake,
+    /// Zen 4 and later): the AVX2 kernels at 256-bit width with AVX-512's
+    /// fused byte dot products and byte masks.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     /// aarch64 Advanced SIMD (always present on aarch64).
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -81,7 +86,7 @@ impl Isa {
     /// groups when a call has several columns.
     pub(crate) fn wants_groups(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if matches!(self, Isa::Avx2 | Isa::Avx2Vnni) {
+        if matches!(self, Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512) {
             return true;
         }
         false
@@ -89,6 +94,10 @@ impl Isa {
 
     /// The fastest instruction set this CPU supports.
     pub(crate) fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::avx512_available() {
+            return Isa::Avx512;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2::vnni_available() {
             return Isa::Avx2Vnni;
@@ -128,6 +137,9 @@ pub(crate) fn dot_rows<F: FnMut(usize, usize, f32)>(
         // SAFETY: as above, with AVX-VNNI detected too.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Vnni => unsafe { avx2::dot_rows_vnni(w, rows, acts, n, out) },
+        // SAFETY: as above, with AVX-512 F/BW/VL/VNNI detected too.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx2::dot_rows_avx512(w, rows, acts, n, out) },
         // SAFETY: as above, NEON was detected.
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::dot_rows(w, rows, acts, n, out) },
@@ -141,7 +153,7 @@ pub(crate) fn quantize_q8_0(isa: Isa, src: &[f32], dst: &mut [BlockQ8_0]) {
         Isa::Scalar => crate::quant::quantize_row_q8_0(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_0(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 => unsafe { avx2::quantize_q8_0(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_0(src, dst) },
     }
@@ -154,7 +166,7 @@ pub(crate) fn quantize_q8_1(isa: Isa, src: &[f32], dst: &mut [BlockQ8_1]) {
         Isa::Scalar => crate::quant::quantize_row_q8_1(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_1(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 => unsafe { avx2::quantize_q8_1(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_1(src, dst) },
     }
@@ -289,7 +301,7 @@ pub(crate) fn quantize_q8_k(isa: Isa, src: &[f32], dst: &mut [BlockQ8K]) {
         Isa::Scalar => crate::quant::quantize_row_q8_k(src, dst),
         // SAFETY: AVX2/NEON availability as in `dot_rows`; lengths checked.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx2Vnni => unsafe { avx2::quantize_q8_k(src, dst) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512 => unsafe { avx2::quantize_q8_k(src, dst) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { neon::quantize_q8_k(src, dst) },
     }

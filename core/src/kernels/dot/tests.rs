@@ -138,9 +138,22 @@ fn isas() -> Vec<Isa> {
     let best = Isa::best();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        if std::arch::is_x86_feature_detected!("avxvnni") {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni");
+        let vnni = std::arch::is_x86_feature_detected!("avxvnni");
+        // The lower tiers' kernels are checked on a CPU that has a higher one.
+        if avx512 {
+            assert_eq!(best, Isa::Avx512, "an AVX-512 VNNI CPU must use it");
+            let mut isas = vec![Isa::Avx512, Isa::Avx2];
+            if vnni {
+                isas.insert(1, Isa::Avx2Vnni);
+            }
+            return isas;
+        }
+        if vnni {
             assert_eq!(best, Isa::Avx2Vnni, "an AVX-VNNI CPU must use it");
-            // The plain AVX2 kernels are checked on it too.
             return vec![Isa::Avx2Vnni, Isa::Avx2];
         }
         assert_eq!(best, Isa::Avx2, "an AVX2 CPU must select the AVX2 backend");
