@@ -488,35 +488,14 @@ const GROUP: usize = 8;
 /// keeps its arrays in registers for a row's last, partial group too.
 macro_rules! with_group_len {
     ($g:expr, $n:ident => $body:expr) => {
+        with_group_len!(@arms $g, $n => $body; 1 2 3 4 5 6 7)
+    };
+    (@arms $g:expr, $n:ident => $body:expr; $($k:literal)*) => {
         match $g {
-            1 => {
-                const $n: usize = 1;
+            $($k => {
+                const $n: usize = $k;
                 $body
-            }
-            2 => {
-                const $n: usize = 2;
-                $body
-            }
-            3 => {
-                const $n: usize = 3;
-                $body
-            }
-            4 => {
-                const $n: usize = 4;
-                $body
-            }
-            5 => {
-                const $n: usize = 5;
-                $body
-            }
-            6 => {
-                const $n: usize = 6;
-                $body
-            }
-            7 => {
-                const $n: usize = 7;
-                $body
-            }
+            })*
             g => {
                 debug_assert_eq!(g, GROUP);
                 const $n: usize = GROUP;
