@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::quant::{byte_len, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QuantError, QK_K};
 
-use super::dot::{self, Acts, Block8x8, Block8x8K, Isa};
+use super::dot::{self, Acts, Block32, Block8x8, Block8x8K, Isa};
 use super::pool::ThreadPool;
 
 /// A row-major matrix of quantized weights borrowed from tensor data: each of
@@ -316,23 +316,16 @@ fn quantize_acts<'s>(
     match dtype {
         GgmlType::F32 | GgmlType::F16 => Acts::F32(x),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
-            let nb = x.len() / 32;
-            let blocks = grow(&mut scratch.q8_0, nb);
-            par_map(pool, x, blocks, 32, |src, dst| {
-                dot::quantize_q8_0(isa, src, dst)
-            });
-            let sums = grow(&mut scratch.sums, nb);
-            par_map(pool, blocks, sums, 1, dot::block_sums_q8_0);
-            let scales = grow(&mut scratch.scales, nb);
-            par_map(pool, blocks, scales, 1, dot::block_scales_q8_0);
-            let groups = groups(
+            let s = scratch;
+            let (blocks, sums, scales, groups) = quantize32(
                 isa,
                 pool,
-                &mut scratch.groups,
+                x,
                 n,
-                |j| &blocks[j].qs,
-                scales,
-                sums,
+                &mut s.q8_0,
+                &mut s.sums,
+                &mut s.scales,
+                &mut s.groups,
             );
             Acts::Q8_0 {
                 blocks,
@@ -342,23 +335,16 @@ fn quantize_acts<'s>(
             }
         }
         GgmlType::Q4_1 => {
-            let nb = x.len() / 32;
-            let blocks = grow(&mut scratch.q8_1, nb);
-            par_map(pool, x, blocks, 32, |src, dst| {
-                dot::quantize_q8_1(isa, src, dst)
-            });
-            let sums = grow(&mut scratch.sums, nb);
-            par_map(pool, blocks, sums, 1, dot::block_sums_q8_1);
-            let scales = grow(&mut scratch.scales, nb);
-            par_map(pool, blocks, scales, 1, dot::block_scales_q8_1);
-            let groups = groups(
+            let s = scratch;
+            let (blocks, sums, scales, groups) = quantize32(
                 isa,
                 pool,
-                &mut scratch.groups,
+                x,
                 n,
-                |j| &blocks[j].qs,
-                scales,
-                sums,
+                &mut s.q8_1,
+                &mut s.sums,
+                &mut s.scales,
+                &mut s.groups,
             );
             Acts::Q8_1 {
                 blocks,
@@ -377,6 +363,31 @@ fn quantize_acts<'s>(
         }
         t => unreachable!("validated matrix of unsupported type {t}"),
     }
+}
+
+/// The parts of a 32-value activation format for `n` columns of `x`, built
+/// in the given buffers: the blocks, their contiguous sums and scales, and
+/// their column groups (see [`groups`]).
+#[allow(clippy::too_many_arguments)]
+fn quantize32<'s, B: Block32>(
+    isa: Isa,
+    pool: &ThreadPool,
+    x: &[f32],
+    n: usize,
+    blocks: &'s mut Vec<B>,
+    sums: &'s mut Vec<f32>,
+    scales: &'s mut Vec<f32>,
+    groups_buf: &'s mut Vec<Block8x8>,
+) -> (&'s [B], &'s [f32], &'s [f32], &'s [Block8x8]) {
+    let nb = x.len() / 32;
+    let blocks = grow(blocks, nb);
+    par_map(pool, x, blocks, 32, |src, dst| B::quantize(isa, src, dst));
+    let sums = grow(sums, nb);
+    par_map(pool, blocks, sums, 1, dot::block_sums);
+    let scales = grow(scales, nb);
+    par_map(pool, blocks, scales, 1, dot::block_scales);
+    let groups = groups(isa, pool, groups_buf, n, |j| blocks[j].qs(), scales, sums);
+    (blocks, sums, scales, groups)
 }
 
 /// The `n` columns of 32-value activations (block `j`'s values `qs(j)`) in

@@ -28,7 +28,7 @@ use std::ops::Range;
 use crate::quant::{q4k_scales_mins, round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
 
 use super::super::matmul::QMatrix;
-use super::{dispatch_tile, for_each_tile, Acts, Block8x8, Block8x8K, TileOut};
+use super::{dispatch_tile, for_each_tile, Acts, Block32, Block8x8, Block8x8K, TileOut};
 
 /// Whether this CPU has the features every function here requires.
 pub(crate) fn available() -> bool {
@@ -206,7 +206,7 @@ unsafe fn dot_rows_with<const X: u8, F: FnMut(usize, usize, f32)>(
 /// format `K`; `cols` is a multiple of 32.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn run32<const K: u8, const X: u8, A: Act32, F: FnMut(usize, usize, f32)>(
+unsafe fn run32<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize, f32)>(
     base: *const u8,
     rb: usize,
     rows: Range<usize>,
@@ -451,25 +451,6 @@ unsafe fn bytes_from_bits(p: *const u8) -> __m256i {
 // added at the end, so every column goes through the same operations in the
 // same order whatever the tile width.
 
-/// The fields the 32-value kernel reads from an activation block.
-trait Act32 {
-    fn qs(&self) -> &[i8; 32];
-}
-
-impl Act32 for BlockQ8_0 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
-
-impl Act32 for BlockQ8_1 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-}
-
 /// Bytes per block of format `K`.
 const fn bytes32(k: u8) -> usize {
     match k {
@@ -612,7 +593,7 @@ unsafe fn reduce8(v: &[__m256i; GROUP]) -> __m256i {
 /// AVX2/FMA/F16C available; `w` holds at least `nb` blocks of format `K`;
 /// `a`, `sums` and `scales` hold `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile32<const K: u8, A: Act32>(
+unsafe fn tile32<const K: u8, A: Block32>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -627,7 +608,7 @@ unsafe fn tile32<const K: u8, A: Act32>(
 /// # Safety
 /// As [`tile32`], and AVX-VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile32_vnni<const K: u8, A: Act32>(
+unsafe fn tile32_vnni<const K: u8, A: Block32>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -642,7 +623,7 @@ unsafe fn tile32_vnni<const K: u8, A: Act32>(
 /// # Safety
 /// As [`tile32`], and AVX-512 F/BW/VL/VNNI available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile32_avx512<const K: u8, A: Act32>(
+unsafe fn tile32_avx512<const K: u8, A: Block32>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -654,7 +635,7 @@ unsafe fn tile32_avx512<const K: u8, A: Act32>(
 
 /// The body of the `tile32` variants, inlined into each.
 #[inline(always)]
-unsafe fn tile32_with<const K: u8, A: Act32, const X: u8>(
+unsafe fn tile32_with<const K: u8, A: Block32, const X: u8>(
     w: *const u8,
     a: *const A,
     sums: *const f32,
@@ -677,7 +658,7 @@ unsafe fn tile32_with<const K: u8, A: Act32, const X: u8>(
 /// `k`. Inlined with `g == GROUP` for whole groups, so its loops unroll and
 /// its arrays stay in registers.
 #[inline(always)]
-unsafe fn group32<const K: u8, A: Act32, const X: u8>(
+unsafe fn group32<const K: u8, A: Block32, const X: u8>(
     w: *const u8,
     a: *const A,
     sums: *const f32,

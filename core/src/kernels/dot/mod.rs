@@ -172,31 +172,67 @@ pub(crate) fn quantize_q8_1(isa: Isa, src: &[f32], dst: &mut [BlockQ8_1]) {
     }
 }
 
-/// The contiguous per-block sums of [`Acts::Q8_0`]: `d * sum(qs)`.
-pub(crate) fn block_sums_q8_0(blocks: &[BlockQ8_0], sums: &mut [f32]) {
+/// An activation block of the 32-value formats ([`BlockQ8_0`] for Q4_0,
+/// Q5_0 and Q8_0 weights, [`BlockQ8_1`] for Q4_1): what `matmul` and the
+/// kernels read from it.
+pub(crate) trait Block32: Copy + Default + Send + Sync {
+    /// Quantizes `src` (32 values per block of `dst`) with `isa`'s code.
+    fn quantize(isa: Isa, src: &[f32], dst: &mut [Self]);
+    /// The scale `d`.
+    fn scale(&self) -> f32;
+    /// `d * sum(qs)`: computed for Q8_0, stored (`s`) in Q8_1.
+    fn sum(&self) -> f32;
+    /// The quantized values.
+    fn qs(&self) -> &[i8; 32];
+}
+
+impl Block32 for BlockQ8_0 {
+    fn quantize(isa: Isa, src: &[f32], dst: &mut [Self]) {
+        quantize_q8_0(isa, src, dst)
+    }
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d
+    }
+    fn sum(&self) -> f32 {
+        self.d * self.qs.iter().map(|&q| q as i32).sum::<i32>() as f32
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl Block32 for BlockQ8_1 {
+    fn quantize(isa: Isa, src: &[f32], dst: &mut [Self]) {
+        quantize_q8_1(isa, src, dst)
+    }
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d
+    }
+    fn sum(&self) -> f32 {
+        self.s
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+/// The contiguous per-block sums of [`Acts::Q8_0`] / [`Acts::Q8_1`]:
+/// [`Block32::sum`] of each block.
+pub(crate) fn block_sums<B: Block32>(blocks: &[B], sums: &mut [f32]) {
     for (s, b) in sums.iter_mut().zip(blocks) {
-        *s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        *s = b.sum();
     }
 }
 
-/// The contiguous per-block sums of [`Acts::Q8_1`]: each block's `s`.
-pub(crate) fn block_sums_q8_1(blocks: &[BlockQ8_1], sums: &mut [f32]) {
-    for (s, b) in sums.iter_mut().zip(blocks) {
-        *s = b.s;
-    }
-}
-
-/// The contiguous block scales of [`Acts::Q8_0`]: each block's `d`.
-pub(crate) fn block_scales_q8_0(blocks: &[BlockQ8_0], scales: &mut [f32]) {
+/// The contiguous block scales of [`Acts::Q8_0`] / [`Acts::Q8_1`]: each
+/// block's `d`.
+pub(crate) fn block_scales<B: Block32>(blocks: &[B], scales: &mut [f32]) {
     for (s, b) in scales.iter_mut().zip(blocks) {
-        *s = b.d;
-    }
-}
-
-/// The contiguous block scales of [`Acts::Q8_1`]: each block's `d`.
-pub(crate) fn block_scales_q8_1(blocks: &[BlockQ8_1], scales: &mut [f32]) {
-    for (s, b) in scales.iter_mut().zip(blocks) {
-        *s = b.d;
+        *s = b.scale();
     }
 }
 

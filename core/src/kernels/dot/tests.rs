@@ -31,10 +31,10 @@ impl TestActs {
         if x.len().is_multiple_of(32) {
             crate::quant::quantize_row_q8_0(&x, &mut q8_0);
             crate::quant::quantize_row_q8_1(&x, &mut q8_1);
-            block_sums_q8_0(&q8_0, &mut sums_0);
-            block_sums_q8_1(&q8_1, &mut sums_1);
-            block_scales_q8_0(&q8_0, &mut scales_0);
-            block_scales_q8_1(&q8_1, &mut scales_1);
+            block_sums(&q8_0, &mut sums_0);
+            block_sums(&q8_1, &mut sums_1);
+            block_scales(&q8_0, &mut scales_0);
+            block_scales(&q8_1, &mut scales_1);
         }
         // Column groups for every `n > 1`, as `matmul` builds them.
         let (mut groups_0, mut groups_1) = (Vec::new(), Vec::new());
