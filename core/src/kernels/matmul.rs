@@ -386,18 +386,18 @@ fn quantize32<'s, B: Block32>(
     par_map(pool, blocks, sums, 1, dot::block_sums);
     let scales = grow(scales, nb);
     par_map(pool, blocks, scales, 1, dot::block_scales);
-    let groups = groups(isa, pool, groups_buf, n, |j| blocks[j].qs(), scales, sums);
+    let groups = groups(isa, pool, groups_buf, n, blocks, scales, sums);
     (blocks, sums, scales, groups)
 }
 
-/// The `n` columns of 32-value activations (block `j`'s values `qs(j)`) in
-/// [`Block8x8`] column groups, if `isa` reads them and `n > 1`; else empty.
-fn groups<'s, 'q>(
+/// The `n` columns of 32-value activations `blocks` in [`Block8x8`]
+/// column groups, if `isa` reads them and `n > 1`; else empty.
+fn groups<'s, B: Block32>(
     isa: Isa,
     pool: &ThreadPool,
     buf: &'s mut Vec<Block8x8>,
     n: usize,
-    qs: impl Fn(usize) -> &'q [i8; 32] + Sync,
+    blocks: &[B],
     scales: &[f32],
     sums: &[f32],
 ) -> &'s [Block8x8] {
@@ -407,7 +407,7 @@ fn groups<'s, 'q>(
     let nb = scales.len() / n;
     let dst = grow(buf, n.div_ceil(8) * nb);
     par_groups(pool, dst, &|first, part| {
-        dot::interleave_8x8(&qs, scales, sums, n, nb, first, part)
+        dot::interleave_8x8(blocks, scales, sums, n, nb, first, part)
     });
     dst
 }

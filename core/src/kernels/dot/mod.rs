@@ -250,28 +250,26 @@ pub(crate) struct Block8x8 {
     pub(crate) s: [f32; 8],
 }
 
-/// Interleaves `n` columns of `nb` blocks each (`qs`, `scales`, `sums` as
-/// in [`Acts`]) into column groups: the blocks of columns `8g..8g + 8` at
+/// Interleaves `n` columns of `nb` blocks each (`blocks`, `scales`, `sums`
+/// as in [`Acts`]) into column groups: the blocks of columns `8g..8g + 8` at
 /// `[g * nb..(g + 1) * nb]`, columns past `n` zeros. `dst` holds the groups
 /// from block `first` of that numbering on.
-pub(crate) fn interleave_8x8<'a, Q>(
-    qs: Q,
+pub(crate) fn interleave_8x8<B: Block32>(
+    blocks: &[B],
     scales: &[f32],
     sums: &[f32],
     n: usize,
     nb: usize,
     first: usize,
     dst: &mut [Block8x8],
-) where
-    Q: Fn(usize) -> &'a [i8; 32],
-{
+) {
     debug_assert!(first + dst.len() <= n.div_ceil(8) * nb);
     for (i, out) in (first..).zip(dst.iter_mut()) {
         let (g, b) = (i / nb, i % nb);
         *out = Block8x8::default();
         for c in 0..8.min(n - 8 * g) {
             let j = (8 * g + c) * nb + b;
-            let q = qs(j);
+            let q = blocks[j].qs();
             for k in 0..8 {
                 out.qs[k][c].copy_from_slice(&q[4 * k..4 * k + 4]);
             }

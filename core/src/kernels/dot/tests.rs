@@ -42,24 +42,8 @@ impl TestActs {
             let per_col = nb / n;
             groups_0 = vec![Block8x8::default(); n.div_ceil(8) * per_col];
             groups_1 = groups_0.clone();
-            interleave_8x8(
-                |j| &q8_0[j].qs,
-                &scales_0,
-                &sums_0,
-                n,
-                per_col,
-                0,
-                &mut groups_0,
-            );
-            interleave_8x8(
-                |j| &q8_1[j].qs,
-                &scales_1,
-                &sums_1,
-                n,
-                per_col,
-                0,
-                &mut groups_1,
-            );
+            interleave_8x8(&q8_0, &scales_0, &sums_0, n, per_col, 0, &mut groups_0);
+            interleave_8x8(&q8_1, &scales_1, &sums_1, n, per_col, 0, &mut groups_1);
         }
         let mut groups_k = Vec::new();
         if x.len().is_multiple_of(256) {
