@@ -7,7 +7,9 @@ mod common;
 use common::{gemma3, smollm2};
 use std::time::Duration;
 
-use edgeloop_core::scaling::{solve, AnswerKind, Limits, PromptStyle, SolveOptions, Strategy};
+use edgeloop_core::scaling::{
+    solve, AnswerKind, Gate, Limits, PromptStyle, SolveOptions, Strategy,
+};
 
 fn options(strategy: Strategy) -> SolveOptions {
     SolveOptions {
@@ -191,6 +193,7 @@ fn adaptive_draws_waves_and_stops_at_the_cap_or_when_settled() {
 #[test]
 fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
     let confident = options(Strategy::Auto {
+        gate: Gate::AnswerLine,
         confidence: 0.0,
         max_samples: 8,
         wave: 4,
@@ -200,6 +203,7 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
     let s = solve(smollm2(), "What is 7 + 5?", &confident).unwrap();
     assert_eq!(s.spend.samples, 1, "confident: one sample");
     let doubtful = options(Strategy::Auto {
+        gate: Gate::AnswerLine,
         confidence: 1.0,
         max_samples: 4,
         wave: 2,
@@ -216,6 +220,7 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
     // Any agreement is enough: the policy stops after its beam wave, whose
     // hypotheses are its samples after the greedy one.
     let medium = options(Strategy::Auto {
+        gate: Gate::AnswerLine,
         confidence: 1.0,
         max_samples: 4,
         wave: 4,
@@ -248,6 +253,48 @@ fn auto_answers_confident_questions_at_greedy_cost_and_escalates_otherwise() {
         s.spend.tokens,
         greedy.spend.tokens + beam.spend.tokens,
         "greedy plus the wave"
+    );
+}
+
+#[test]
+fn auto_with_two_beams_runs_only_the_second_group_of_beam_at_2() {
+    let question = "What is 6 + 3?";
+    let led = options(Strategy::Auto {
+        gate: Gate::Trace,
+        confidence: 2.0,
+        max_samples: 2,
+        wave: 4,
+        threshold: 0.95,
+        agreement: 0.0,
+    });
+    let s = solve(smollm2(), question, &led).unwrap();
+    let greedy = solve(smollm2(), question, &options(Strategy::Greedy)).unwrap();
+    let beam = solve(
+        smollm2(),
+        question,
+        &options(Strategy::Beam {
+            beams: 2,
+            groups: 2,
+            diversity: 0.5,
+            judge: false,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.spend.samples, 2, "the greedy trace and one hypothesis");
+    assert_eq!(s.samples[0].text, greedy.samples[0].text);
+    assert!(
+        beam.samples.iter().any(|b| b.text == s.samples[1].text),
+        "the led group's hypothesis is beam@2's second group's: {:?} among {:?}",
+        s.samples[1].text,
+        beam.samples
+    );
+    assert_eq!(s.answer, beam.answer);
+    assert!(
+        s.spend.tokens < greedy.spend.tokens + beam.spend.tokens,
+        "the greedy trace is not decoded twice: {} vs {} + {}",
+        s.spend.tokens,
+        greedy.spend.tokens,
+        beam.spend.tokens
     );
 }
 

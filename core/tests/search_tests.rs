@@ -185,6 +185,40 @@ fn diverse_groups_do_not_share_their_first_tokens() {
 }
 
 #[test]
+fn a_search_led_by_the_first_groups_path_is_the_second_group() {
+    // Twelve tokens, too few for the answer to end: both groups of one
+    // beam run to the length limit, the first one greedy all the way.
+    let two = BeamOptions {
+        beams: 2,
+        groups: 2,
+        diversity: 2.0,
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let (r, _, _) = search(&two);
+    let group = |g: usize| r.hypotheses.iter().find(|h| h.group == g).unwrap();
+    assert_eq!(group(0).finish, FinishReason::Length);
+    let led = BeamOptions {
+        beams: 1,
+        groups: 1,
+        leader: group(0).tokens.clone(),
+        ..two.clone()
+    };
+    let (l, _, _) = search(&led);
+    assert_eq!(l.hypotheses.len(), 1);
+    assert_eq!(l.hypotheses[0].tokens, group(1).tokens);
+    assert_eq!(l.hypotheses[0].logprob, group(1).logprob);
+    assert_ne!(group(1).tokens[0], group(0).tokens[0], "the penalty applies");
+    // Without a leader the lone beam is greedy: the first group's path.
+    let alone = BeamOptions {
+        leader: Vec::new(),
+        ..led
+    };
+    let (a, _, _) = search(&alone);
+    assert_eq!(a.hypotheses[0].tokens, group(0).tokens);
+}
+
+#[test]
 fn the_step_judge_reads_its_verdict_from_one_forward_pass() {
     let engine = smollm2();
     let judge = StepJudge::new(engine, PromptStyle::Auto).unwrap();

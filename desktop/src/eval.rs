@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use edgeloop_core::scaling::{self, Strategy};
+use edgeloop_core::scaling::{self, fit, Strategy};
 use edgeloop_core::verify::{self, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -53,6 +53,11 @@ pub struct EvalArgs {
     /// Also write the results here as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Fit `auto` to these tasks from the per-question results of
+    /// `greedy` and of one or more `beam@N` entries, and write the policy
+    /// (gate, confidence, beams) to this file for `--policy`.
+    #[arg(long)]
+    fit_policy: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,6 +83,8 @@ struct StrategyResult {
     correct: Vec<bool>,
     /// Per question: the strategy's confidence in its answer.
     confidences: Vec<f64>,
+    /// Per question: the mean token probability of the first trace.
+    trace_confidences: Vec<f64>,
     /// Per question: samples drawn.
     samples: Vec<usize>,
     /// Per question: tokens generated.
@@ -166,6 +173,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 ..args.scaling.clone()
             };
             let options = scaling.options(&name)?;
+            // Under a policy file, `auto`'s beam count is the file's.
+            let (label, samples) = match (&options.strategy, &args.scaling.policy) {
+                (Strategy::Auto { max_samples, .. }, Some(path)) => (
+                    format!(
+                        "auto[{}]",
+                        path.file_stem().unwrap_or_default().to_string_lossy()
+                    ),
+                    Some(*max_samples),
+                ),
+                _ => (label, samples),
+            };
             Ok((label, name, samples, options))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -181,6 +199,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let mut scored = 0usize;
         let (mut answers, mut confidences, mut right, mut drawn) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut trace_confidences = Vec::new();
         let mut per_question_tokens = Vec::new();
         let mut report = args.verify.then(VerifyReport::default);
         let vopts = if args.verify {
@@ -194,6 +213,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             correct += usize::from(ok);
             right.push(ok);
             confidences.push(s.confidence);
+            trace_confidences.push(
+                s.samples
+                    .first()
+                    .map_or(0.0, |x| (x.mean_logprob as f64).exp()),
+            );
             drawn.push(s.spend.samples);
             per_question_tokens.push(s.spend.tokens);
             if let (Some(report), Some(vopts)) = (report.as_mut(), vopts.as_ref()) {
@@ -225,12 +249,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             answers,
             correct: right,
             confidences,
+            trace_confidences,
             samples: drawn,
             tokens: per_question_tokens,
             verification: report,
         });
     }
     bar.finish_and_clear();
+    let fitted = match &args.fit_policy {
+        Some(path) => Some(fit_policy(&results, path)?),
+        None => None,
+    };
     if let Some(path) = &args.plot {
         let title = format!(
             "{} on {} ({} questions)",
@@ -283,7 +312,67 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             }
         }
     }
+    if let (Some(f), Some(path)) = (fitted, &args.fit_policy) {
+        let s = f.settings;
+        eprintln!(
+            "auto fitted: gate {}, confidence {:.3}, {} beams: {:.1}% at {:.1} tokens in replay; \
+             best fixed {}: {:.1}% at {:.1} tokens; written to {}",
+            s.gate.name(),
+            s.confidence,
+            s.beams,
+            100.0 * f.score.accuracy,
+            f.score.mean_tokens,
+            f.best_fixed,
+            100.0 * f.best_fixed_score.accuracy,
+            f.best_fixed_score.mean_tokens,
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// Fits `auto` to the results of `greedy` and the `beam@N` entries and
+/// writes the policy to `path`.
+fn fit_policy(results: &[StrategyResult], path: &std::path::Path) -> Result<fit::Fitted> {
+    let greedy = results
+        .iter()
+        .find(|r| r.name == "greedy")
+        .ok_or_else(|| anyhow!("--fit-policy needs a greedy entry in --strategy"))?;
+    let greedy: Vec<fit::GreedyOutcome> = (0..greedy.questions)
+        .map(|i| fit::GreedyOutcome {
+            outcome: fit::Outcome {
+                correct: greedy.correct[i],
+                tokens: greedy.tokens[i],
+            },
+            answered: greedy.answers[i].is_some(),
+            answer_confidence: greedy.confidences[i],
+            trace_confidence: greedy.trace_confidences[i],
+        })
+        .collect();
+    let beams: Vec<(usize, Vec<fit::Outcome>)> = results
+        .iter()
+        .filter(|r| r.name == "beam")
+        .filter_map(|r| {
+            let n = r.samples_per_question?;
+            let outcomes = r
+                .correct
+                .iter()
+                .zip(&r.tokens)
+                .map(|(&correct, &tokens)| fit::Outcome { correct, tokens })
+                .collect();
+            Some((n, outcomes))
+        })
+        .collect();
+    if beams.is_empty() {
+        return Err(anyhow!(
+            "--fit-policy needs beam entries with their beam count in --strategy, e.g. beam@2,beam@4"
+        ));
+    }
+    let fitted = fit::fit(&greedy, &beams)?;
+    let json = serde_json::to_string_pretty(&fitted.settings)?;
+    std::fs::write(path, json + "\n")
+        .map_err(|e| anyhow!("writing policy file {}: {e}", path.display()))?;
+    Ok(fitted)
 }
 
 /// The runs of an evaluation: `(label, strategy name, sample count)` per

@@ -1,10 +1,10 @@
 //! The test-time scaling and verifier settings `edgeloop solve`, `edgeloop
 //! eval` and `edgeloop-trainer eval|round` share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use edgeloop_core::scaling::{self, Limits, SolveOptions, Strategy};
 use edgeloop_core::verify::{Stage, VerifyOptions};
@@ -55,6 +55,15 @@ pub struct ScalingArgs {
     /// Auto: the answer confidence that ends the search after one sample.
     #[arg(long, default_value_t = scaling::AUTO_CONFIDENCE)]
     pub confidence: f64,
+    /// Auto: how that confidence is measured: `answer-line` (its least
+    /// likely token) or `trace` (the whole trace's mean token probability).
+    #[arg(long, default_value = "answer-line")]
+    pub gate: String,
+    /// Auto: a policy file (`edgeloop eval --fit-policy`) whose gate,
+    /// confidence and beam count replace `--gate`, `--confidence` and
+    /// `--samples`.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Auto: the share of answers agreeing with the beam wave's that ends
     /// the search there.
     #[arg(long, default_value_t = scaling::AUTO_AGREEMENT)]
@@ -129,13 +138,24 @@ impl ScalingArgs {
                 max_steps: self.max_steps,
                 step_tokens: self.step_tokens,
             },
-            Strategy::Auto { max_samples, .. } => Strategy::Auto {
-                confidence: self.confidence,
-                max_samples,
-                wave: self.wave,
-                threshold: self.threshold,
-                agreement: self.agreement,
-            },
+            Strategy::Auto { max_samples, .. } => {
+                let settings = match &self.policy {
+                    Some(path) => read_policy(path)?,
+                    None => scaling::AutoSettings {
+                        gate: self.gate.parse().map_err(|e| anyhow!("--gate: {e}"))?,
+                        confidence: self.confidence,
+                        beams: max_samples,
+                    },
+                };
+                Strategy::Auto {
+                    gate: settings.gate,
+                    confidence: settings.confidence,
+                    max_samples: settings.beams,
+                    wave: self.wave,
+                    threshold: self.threshold,
+                    agreement: self.agreement,
+                }
+            }
             other => other,
         };
         let max_wall = match self.max_seconds {
@@ -206,4 +226,28 @@ impl VerifyArgs {
         }
         Ok(o)
     }
+}
+
+/// Largest policy file read: a few settings, far below this.
+const MAX_POLICY_BYTES: u64 = 64 * 1024;
+
+/// Reads and checks an `auto` policy file.
+pub fn read_policy(path: &Path) -> Result<scaling::AutoSettings> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?
+        .len();
+    if len > MAX_POLICY_BYTES {
+        return Err(anyhow!(
+            "policy file {} is {len} bytes; a policy is a few settings (at most {MAX_POLICY_BYTES} bytes)",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    let settings: scaling::AutoSettings = serde_json::from_str(&text)
+        .with_context(|| format!("policy file {} is not a valid auto policy", path.display()))?;
+    settings
+        .validate()
+        .with_context(|| format!("policy file {}", path.display()))?;
+    Ok(settings)
 }

@@ -278,10 +278,12 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
             window,
         },
         Strategy::Auto {
+            gate,
             confidence,
             agreement,
             ..
         } => Strategy::Auto {
+            gate,
             confidence,
             max_samples: samples,
             wave,

@@ -7,8 +7,25 @@ use crate::error::Result;
 use crate::session::{GenerateOptions, Generation};
 use crate::tokenizer::TokenStream;
 
+/// One greedy trace as `auto` sees it.
+pub(super) struct GreedyTrace {
+    pub answer: Option<String>,
+    /// See [`answer_confidence`].
+    pub answer_confidence: f64,
+    /// The mean token probability of the whole trace.
+    pub trace_confidence: f64,
+    /// The tokens chosen, in order.
+    pub tokens: Vec<u32>,
+}
+
 impl Run<'_, '_> {
     pub(super) fn greedy(&mut self) -> Result<(Option<String>, f64)> {
+        let g = self.greedy_trace()?;
+        Ok((g.answer, g.answer_confidence))
+    }
+
+    /// One greedy trace, recorded as a sample that votes once.
+    pub(super) fn greedy_trace(&mut self) -> Result<GreedyTrace> {
         let opts = GenerateOptions {
             max_tokens: self.options.max_tokens,
             stop_strings: self.stops.clone(),
@@ -21,9 +38,16 @@ impl Run<'_, '_> {
         })?;
         self.spent = spent;
         self.limited |= limited;
-        let confidence = answer_confidence(&g, self.engine, self.options.kind);
+        let answer_confidence = answer_confidence(&g, self.engine, self.options.kind);
+        let trace_confidence = (g.mean_logprob() as f64).exp();
+        let tokens = g.tokens.iter().map(|t| t.token).collect();
         let (answer, _) = self.record(g, Some(1.0));
-        Ok((answer, confidence))
+        Ok(GreedyTrace {
+            answer,
+            answer_confidence,
+            trace_confidence,
+            tokens,
+        })
     }
 }
 

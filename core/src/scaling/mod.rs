@@ -17,6 +17,7 @@ pub mod answer;
 mod best_of_n;
 pub mod budget;
 mod confidence;
+pub mod fit;
 mod greedy;
 mod policy;
 pub mod prompt;
@@ -35,6 +36,8 @@ use run::{check_samples, Run};
 
 pub use answer::{extract, normalize, AnswerKind};
 pub use budget::ThinkingBudget;
+pub use fit::AutoSettings;
+pub use policy::Gate;
 pub use prompt::PromptStyle;
 pub use vote::Vote;
 
@@ -103,12 +106,13 @@ pub enum Strategy {
         step_tokens: usize,
     },
     /// The compute-optimal policy: one greedy answer when the model's
-    /// confidence in it reaches `confidence`; else a wave of `max_samples`
+    /// confidence in it, measured as `gate` says, reaches `confidence`; else a wave of `max_samples`
     /// beams, whose best answer stands when at least `agreement` of the
     /// answers so far agree with it; else sampled waves of `wave` vote, all
     /// earlier answers included, until the vote is settled at `threshold`
     /// or `max_samples` more traces were spent.
     Auto {
+        gate: Gate,
         confidence: f64,
         max_samples: usize,
         wave: usize,
@@ -159,6 +163,7 @@ impl Strategy {
                 step_tokens: 64,
             }),
             "auto" => Ok(Strategy::Auto {
+                gate: Gate::AnswerLine,
                 confidence: AUTO_CONFIDENCE,
                 max_samples: samples,
                 wave: 4,
@@ -266,6 +271,7 @@ impl Default for SolveOptions {
     fn default() -> Self {
         SolveOptions {
             strategy: Strategy::Auto {
+                gate: Gate::AnswerLine,
                 confidence: AUTO_CONFIDENCE,
                 max_samples: 16,
                 wave: 4,
@@ -464,7 +470,7 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             groups,
             diversity,
             judge,
-        } => run.beam(question, beams, groups, diversity, judge)?,
+        } => run.beam(question, beams, groups, diversity, judge, &[])?,
         Strategy::StepSearch {
             candidates,
             keep,
@@ -472,6 +478,7 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
             step_tokens,
         } => run.step_search(question, candidates, keep, max_steps, step_tokens)?,
         Strategy::Auto {
+            gate,
             confidence,
             max_samples,
             wave,
@@ -480,6 +487,7 @@ pub fn solve(engine: &Engine, question: &str, options: &SolveOptions) -> Result<
         } => run.auto(
             question,
             policy::Policy {
+                gate,
                 confidence,
                 wave,
                 agreement,

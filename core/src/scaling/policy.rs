@@ -1,13 +1,17 @@
 //! `auto`: spend compute by difficulty (compute-optimal scaling, Snell et
 //! al. 2024), with difficulty estimated as the question is answered.
 //!
-//! 1. **Easy**: one greedy answer. When the model's confidence in it (the
-//!    least likely token of its answer line) reaches `confidence`, it is
-//!    the answer.
+//! 1. **Easy**: one greedy answer. When the model's confidence in it
+//!    reaches `confidence`, it is the answer. The [`Gate`] says how that
+//!    confidence is measured: by the least likely token of the answer line,
+//!    or by the mean token probability of the whole trace.
 //! 2. **Medium**: a wave of `max_samples` beams (two diverse groups, on the
 //!    batched path, sharing the prompt). Its best answered hypothesis is the
 //!    answer when at least `agreement` of the answers so far (greedy and
-//!    beams) agree with it: low answer entropy.
+//!    beams) agree with it: low answer entropy. Two beams are two groups of
+//!    one, and the first group's beam is greedy decoding, already done: only
+//!    the second group runs, led by the greedy trace, and the likelier of
+//!    the two traces wins.
 //! 3. **Hard**: the answers disagree. Sampled waves of `wave` vote, the
 //!    earlier answers included, until Adaptive-Consistency's rule is settled
 //!    at `threshold` or `max_samples` more traces were spent.
@@ -17,13 +21,56 @@
 //! disagree, so the default `agreement` is 0: the third stage is there for
 //! models whose votes are worth more.
 
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
 use super::run::{check_samples, Run};
 use super::vote;
 use crate::error::{Error, Result};
 
+/// How `auto` measures its confidence in the greedy answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    /// The probability of the least likely token of the final `Answer:`
+    /// line: the tokens that decide the answer.
+    #[default]
+    AnswerLine,
+    /// The mean token probability of the whole trace. For models that
+    /// write their answer line with near certainty whether it is right or
+    /// not, the reasoning before it tells more.
+    Trace,
+}
+
+impl Gate {
+    /// Its name on the command line and in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gate::AnswerLine => "answer-line",
+            Gate::Trace => "trace",
+        }
+    }
+}
+
+impl FromStr for Gate {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "answer-line" => Ok(Gate::AnswerLine),
+            "trace" => Ok(Gate::Trace),
+            other => Err(Error::Invalid(format!(
+                "unknown confidence gate {other:?} (known: answer-line, trace)"
+            ))),
+        }
+    }
+}
+
 /// The settings of the policy (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Policy {
+    pub gate: Gate,
     pub confidence: f64,
     pub wave: usize,
     pub agreement: f64,
@@ -43,15 +90,30 @@ impl Run<'_, '_> {
                 p.agreement
             )));
         }
-        let (greedy, c) = self.greedy()?;
+        let g = self.greedy_trace()?;
+        let c = match p.gate {
+            Gate::AnswerLine => g.answer_confidence,
+            Gate::Trace => g.trace_confidence,
+        };
+        let greedy = g.answer;
         if (greedy.is_some() && c >= p.confidence) || self.exhausted() {
             return Ok((greedy, c));
         }
 
         // Medium: a beam wave; its choice stands if the answers agree.
         let beams = p.max_samples;
-        let groups = if beams.is_multiple_of(2) { 2 } else { 1 };
-        let (choice, _) = self.beam(question, beams, groups, 0.5, false)?;
+        let choice = if beams == 2 {
+            // The second group of `beam@2`, the greedy trace its first.
+            self.beam(question, 1, 1, 0.5, false, &g.tokens)?;
+            self.samples
+                .iter()
+                .filter(|s| s.answer.is_some())
+                .max_by(|a, b| a.mean_logprob.total_cmp(&b.mean_logprob))
+                .and_then(|s| s.answer.clone())
+        } else {
+            let groups = if beams.is_multiple_of(2) { 2 } else { 1 };
+            self.beam(question, beams, groups, 0.5, false, &[])?.0
+        };
         let answers: Vec<&str> = self
             .samples
             .iter()

@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::search::{beam_search, step_search, BeamOptions, Problem, StepJudge, StepOptions};
 
 impl Run<'_, '_> {
-    /// Beam search; the answered hypothesis with the best length-normalized
-    /// log-likelihood wins, or with `judge` the one the step judge scores
+    /// Beam search (`leader`: see [`BeamOptions::leader`]); the answered
+    /// hypothesis with the best length-normalized log-likelihood wins, or with `judge` the one the step judge scores
     /// highest (one forward pass per distinct answer). The confidence is
     /// the winner's mean token probability, or its judge score.
     pub(super) fn beam(
@@ -18,6 +18,7 @@ impl Run<'_, '_> {
         groups: usize,
         diversity: f32,
         judge: bool,
+        leader: &[u32],
     ) -> Result<(Option<String>, f64)> {
         check_samples(beams)?;
         let opts = BeamOptions {
@@ -27,6 +28,7 @@ impl Run<'_, '_> {
             length_penalty: 1.0,
             max_tokens: self.options.max_tokens,
             stop_strings: self.stops.clone(),
+            leader: leader.to_vec(),
             cancel: None,
         };
         let (limits, deadline, mut spent, mut limited) =

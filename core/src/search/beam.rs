@@ -35,6 +35,11 @@ pub struct BeamOptions {
     /// A beam whose text reaches one of these is finished, its text ending
     /// before it.
     pub stop_strings: Vec<String>,
+    /// The path of a group searched before this one (e.g. a greedy trace
+    /// already decoded): its token at each step counts against the same
+    /// token for every group, as an earlier group's choice would. Empty:
+    /// none.
+    pub leader: Vec<u32>,
     pub cancel: Option<CancelToken>,
 }
 
@@ -47,6 +52,7 @@ impl Default for BeamOptions {
             length_penalty: 1.0,
             max_tokens: 256,
             stop_strings: Vec::new(),
+            leader: Vec::new(),
             cancel: None,
         }
     }
@@ -262,7 +268,7 @@ fn search(
     let mut rows: Vec<Vec<usize>> = vec![vec![0]; options.groups];
     let mut open = vec![true; options.groups];
     for step in 0..options.max_tokens {
-        let mut chosen_at_step: Vec<u32> = Vec::new();
+        let mut chosen_at_step: Vec<u32> = options.leader.get(step).copied().into_iter().collect();
         let mut next: Vec<Vec<(usize, u32, f32)>> = Vec::with_capacity(options.groups);
         for g in 0..options.groups {
             if !open[g] {

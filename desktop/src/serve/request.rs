@@ -350,12 +350,14 @@ fn solve(obj: &Map<String, Value>, messages: &[ChatMessage]) -> Result<Solve, Ap
             window: window.or(win),
         },
         Strategy::Auto {
+            gate,
             confidence: c,
             max_samples,
             wave: w,
             threshold: t,
             agreement,
         } => Strategy::Auto {
+            gate,
             confidence: confidence.unwrap_or(c),
             max_samples,
             wave: wave.unwrap_or(w),
