@@ -54,6 +54,11 @@ pub struct SolveConfig {
     /// Cap on wall time, in seconds.
     #[uniffi(default = None)]
     pub max_seconds: Option<f64>,
+    /// Auto: a policy fitted to the app's kind of question (the JSON that
+    /// `edgeloop eval --fit-policy` writes): its confidence gate, threshold
+    /// and beam count replace the defaults and `samples`.
+    #[uniffi(default = None)]
+    pub auto_policy: Option<String>,
 }
 
 impl Default for SolveConfig {
@@ -70,6 +75,7 @@ impl Default for SolveConfig {
             seed: 0,
             max_total_tokens: None,
             max_seconds: None,
+            auto_policy: None,
         }
     }
 }
@@ -260,6 +266,16 @@ fn solve_core(
     Ok(scaling::solve(&shared.core, question, &options)?)
 }
 
+/// Reads and checks an `auto` policy.
+fn auto_policy(json: &str) -> Result<scaling::AutoSettings, EdgeloopError> {
+    let settings: scaling::AutoSettings = serde_json::from_str(json)
+        .map_err(|e| EdgeloopError::invalid(format!("auto_policy is not a valid policy: {e}")))?;
+    settings
+        .validate()
+        .map_err(|e| EdgeloopError::invalid(format!("auto_policy: {e}")))?;
+    Ok(settings)
+}
+
 /// Checks `config` and builds core's options from it.
 fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
     let samples = count("samples", config.samples, MAX_SAMPLES)?;
@@ -282,14 +298,24 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
             confidence,
             agreement,
             ..
-        } => Strategy::Auto {
-            gate,
-            confidence,
-            max_samples: samples,
-            wave,
-            threshold: config.threshold,
-            agreement,
-        },
+        } => {
+            let settings = match &config.auto_policy {
+                Some(json) => auto_policy(json)?,
+                None => scaling::AutoSettings {
+                    gate,
+                    confidence,
+                    beams: samples,
+                },
+            };
+            Strategy::Auto {
+                gate: settings.gate,
+                confidence: settings.confidence,
+                max_samples: settings.beams,
+                wave,
+                threshold: config.threshold,
+                agreement,
+            }
+        }
         other => other,
     };
     let max_wall = match config.max_seconds {

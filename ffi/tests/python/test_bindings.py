@@ -187,6 +187,19 @@ def test_solve_with_beam_search(engine):
     assert engine.solve("What is 7 + 5?", config).answer == r.answer
 
 
+def test_solve_with_a_fitted_auto_policy(engine):
+    # Never confident by the trace's probability: greedy, then the second
+    # beam group led by the greedy trace.
+    policy = '{"gate": "trace", "confidence": 1.5, "beams": 2}'
+    r = engine.solve("What is 7 + 5?", edgeloop.SolveConfig(max_tokens=48, auto_policy=policy))
+    assert r.strategy == "auto"
+    assert len(r.samples) == 2
+    with pytest.raises(edgeloop.EdgeloopError.InvalidArgument, match="auto_policy"):
+        engine.solve("What is 7 + 5?", edgeloop.SolveConfig(auto_policy='{"gate": "vibes", "confidence": 0.5, "beams": 2}'))
+    with pytest.raises(edgeloop.EdgeloopError.InvalidArgument, match="beam count"):
+        engine.solve("What is 7 + 5?", edgeloop.SolveConfig(auto_policy='{"gate": "trace", "confidence": 0.5, "beams": 0}'))
+
+
 def test_solve_respects_the_token_budget(engine):
     r = engine.solve("What is 7 + 5?", edgeloop.SolveConfig(strategy="self-consistency", samples=8, max_tokens=64, max_total_tokens=40))
     assert r.spend.limited
