@@ -208,7 +208,11 @@ fn a_search_led_by_the_first_groups_path_is_the_second_group() {
     assert_eq!(l.hypotheses.len(), 1);
     assert_eq!(l.hypotheses[0].tokens, group(1).tokens);
     assert_eq!(l.hypotheses[0].logprob, group(1).logprob);
-    assert_ne!(group(1).tokens[0], group(0).tokens[0], "the penalty applies");
+    assert_ne!(
+        group(1).tokens[0],
+        group(0).tokens[0],
+        "the penalty applies"
+    );
     // Without a leader the lone beam is greedy: the first group's path.
     let alone = BeamOptions {
         leader: Vec::new(),

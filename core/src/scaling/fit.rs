@@ -253,7 +253,10 @@ mod tests {
             }
         );
         let two = AutoSettings { beams: 2, ..four };
-        assert_eq!(replay(&greedy, &beams, &two).mean_tokens, (10.0 + 40.0) / 2.0);
+        assert_eq!(
+            replay(&greedy, &beams, &two).mean_tokens,
+            (10.0 + 40.0) / 2.0
+        );
         // Gated on the trace, the first escalates (wrong), the second not.
         let trace = AutoSettings {
             gate: Gate::Trace,
