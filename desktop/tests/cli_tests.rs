@@ -388,3 +388,103 @@ fn eval_budget_sweep_tabulates_each_strategy_per_budget_and_plots_them() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
     assert!(png.len() > 10_000, "a drawn chart, not an empty image");
 }
+
+#[test]
+fn eval_fits_an_auto_policy_that_solve_and_eval_then_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("sums.jsonl");
+    std::fs::write(
+        &tasks,
+        "{\"question\":\"What is 2 + 3?\",\"answer\":\"5\"}\n\
+         {\"question\":\"What is 6 + 3?\",\"answer\":\"9\"}\n\
+         {\"question\":\"What is 9 - 4?\",\"answer\":\"5\"}\n",
+    )
+    .unwrap();
+    let policy = dir.path().join("sums.policy.json");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--offline",
+            "--backend",
+            "cpu",
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--max-tokens",
+            "32",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        edgeloop(&args, None)
+    };
+    let out = eval(&[
+        "--strategy",
+        "greedy,beam@2",
+        "--fit-policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    for p in runs[0]["trace_confidences"].as_array().unwrap() {
+        let p = p.as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0, "a mean token probability: {p}");
+    }
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(settings["beams"], 2, "the only width it was given");
+    assert!(["answer-line", "trace"].contains(&settings["gate"].as_str().unwrap()));
+    // The fit's replayed score is at least the better fixed strategy's.
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("auto fitted") && err.contains("in replay"),
+        "{err}"
+    );
+    let best = runs
+        .iter()
+        .map(|r| r["accuracy"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let replayed: f64 = err
+        .split("beams: ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(replayed + 1e-6 >= 100.0 * best, "{err}");
+
+    let out = eval(&["--strategy", "auto", "--policy", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(runs[0]["strategy"], "auto[sums.policy]");
+    assert_eq!(runs[0]["samples_per_question"], 2);
+
+    // Bad policy files are refused with their name and the reason.
+    for (body, reason) in [
+        (
+            "{\"gate\": \"trace\", \"confidence\": 0.5}",
+            "not a valid auto policy",
+        ),
+        (
+            "{\"gate\": \"trace\", \"confidence\": 0.5, \"beams\": 0}",
+            "beam count 0",
+        ),
+        (
+            "{\"gate\": \"trace\", \"confidence\": 9, \"beams\": 2}",
+            "confidence 9",
+        ),
+    ] {
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, body).unwrap();
+        let out = edgeloop(
+            &[
+                "solve",
+                "--offline",
+                "--policy",
+                bad.to_str().unwrap(),
+                "What is 1 + 1?",
+            ],
+            None,
+        );
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("bad.json") && err.contains(reason), "{err}");
+    }
+}
