@@ -121,6 +121,9 @@ pub struct StreamEvent<'a> {
 pub struct Generation {
     pub text: String,
     pub tokens: Vec<TokenChoice>,
+    /// The end-of-turn token that finished it (`finish_reason` `Stop`),
+    /// which is not among `tokens`.
+    pub end: Option<TokenChoice>,
     pub finish_reason: FinishReason,
     pub timings: Timings,
 }
@@ -411,6 +414,7 @@ impl<'e> Session<'e> {
                     stops: StopStrings::new(&options.stop_strings),
                     history: prompt.to_vec(),
                     choices: Vec::new(),
+                    end: None,
                     finish: None,
                     decode_secs: 0.0,
                 })
@@ -511,6 +515,7 @@ impl<'e> Session<'e> {
                     decode_secs: seq.decode_secs,
                 },
                 tokens: seq.choices,
+                end: seq.end,
                 finish_reason: finish,
             });
         }
@@ -529,6 +534,8 @@ struct SeqState<'a> {
     /// Prompt and generated tokens (for the repetition penalty and positions).
     history: Vec<u32>,
     choices: Vec<TokenChoice>,
+    /// The end-of-turn token, once chosen.
+    end: Option<TokenChoice>,
     finish: Option<FinishReason>,
     decode_secs: f64,
 }
@@ -545,6 +552,7 @@ impl SeqState<'_> {
     ) -> Result<()> {
         let choice = self.sampler.sample(logits, &self.history);
         if stop_ids.contains(&choice.token) {
+            self.end = Some(choice);
             self.finish = Some(FinishReason::Stop);
             return Ok(());
         }

@@ -69,6 +69,7 @@ fn max_tokens_and_eos_end_generation() {
     );
     assert_eq!(g.finish_reason, FinishReason::Length);
     assert_eq!(g.tokens.len(), 5);
+    assert!(g.end.is_none(), "no end-of-turn token was chosen");
     let (g, _) = run(
         e,
         &chat("Say hi."),
@@ -79,6 +80,11 @@ fn max_tokens_and_eos_end_generation() {
     );
     assert_eq!(g.finish_reason, FinishReason::Stop, "text: {:?}", g.text);
     assert!(!g.text.contains("<|im_end|>"));
+    // The end-of-turn token is kept apart from the text's tokens.
+    let end = g.end.expect("the token that ended it");
+    assert!(e.tokenizer().stop_ids().contains(&end.token));
+    assert!(end.logprob <= 0.0 && end.logprob > -5.0, "{end:?}");
+    assert!(g.tokens.iter().all(|t| t.token != end.token));
 }
 
 #[test]

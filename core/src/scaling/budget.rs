@@ -224,6 +224,7 @@ impl Run<'_, '_> {
         let g = Generation {
             text: trace.text,
             tokens: trace.tokens,
+            end: None,
             finish_reason: crate::session::FinishReason::Stop,
             timings: Default::default(),
         };

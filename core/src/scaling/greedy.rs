@@ -16,6 +16,10 @@ pub(super) struct GreedyTrace {
     pub trace_confidence: f64,
     /// The tokens chosen, in order.
     pub tokens: Vec<u32>,
+    /// The trace's rank among beam hypotheses: the log-probability of its
+    /// tokens and of the end-of-turn token that ended it, per token
+    /// (as [`crate::search::Hypothesis::score`] with length penalty 1).
+    pub beam_score: f32,
 }
 
 impl Run<'_, '_> {
@@ -40,13 +44,16 @@ impl Run<'_, '_> {
         self.limited |= limited;
         let answer_confidence = answer_confidence(&g, self.engine, self.options.kind);
         let trace_confidence = (g.mean_logprob() as f64).exp();
-        let tokens = g.tokens.iter().map(|t| t.token).collect();
+        let tokens: Vec<u32> = g.tokens.iter().map(|t| t.token).collect();
+        let logprob: f32 = g.tokens.iter().chain(&g.end).map(|t| t.logprob).sum();
+        let beam_score = logprob / tokens.len().max(1) as f32;
         let (answer, _) = self.record(g, Some(1.0));
         Ok(GreedyTrace {
             answer,
             answer_confidence,
             trace_confidence,
             tokens,
+            beam_score,
         })
     }
 }

@@ -103,13 +103,18 @@ impl Run<'_, '_> {
         // Medium: a beam wave; its choice stands if the answers agree.
         let beams = p.max_samples;
         let choice = if beams == 2 {
-            // The second group of `beam@2`, the greedy trace its first.
+            // The second group of `beam@2`, the greedy trace its first;
+            // the better-ranked answered trace of the two wins, as there.
+            let first = self.samples.len();
             self.beam(question, 1, 1, 0.5, false, &g.tokens)?;
-            self.samples
+            let greedy_rank = (greedy.is_some()).then_some((g.beam_score, &greedy));
+            self.samples[first..]
                 .iter()
                 .filter(|s| s.answer.is_some())
-                .max_by(|a, b| a.mean_logprob.total_cmp(&b.mean_logprob))
-                .and_then(|s| s.answer.clone())
+                .map(|s| (s.mean_logprob, &s.answer))
+                .chain(greedy_rank)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .and_then(|(_, a)| a.clone())
         } else {
             let groups = if beams.is_multiple_of(2) { 2 } else { 1 };
             self.beam(question, beams, groups, 0.5, false, &[])?.0
