@@ -728,6 +728,12 @@ fn bad_requests_are_refused_with_openai_errors_naming_the_field() {
             "edgeloop.budget",
         ),
         (
+            "bad gate",
+            with("edgeloop", json!({"strategy": "auto", "gate": "vibes"})),
+            400,
+            "edgeloop.gate",
+        ),
+        (
             "bad seconds",
             with("edgeloop", json!({"strategy": "greedy", "max_seconds": -1})),
             400,

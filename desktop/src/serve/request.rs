@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use edgeloop_core::scaling::{self, AnswerKind, Limits, SolveOptions, Strategy};
+use edgeloop_core::scaling::{self, AnswerKind, Gate, Limits, SolveOptions, Strategy};
 use edgeloop_core::tokenizer::ChatMessage;
 use serde_json::{Map, Value};
 
@@ -337,6 +337,13 @@ fn solve(obj: &Map<String, Value>, messages: &[ChatMessage]) -> Result<Solve, Ap
     let threshold = f.number("threshold", 0.0, 1.0)?;
     let window = f.int("window", 1, MAX_SAMPLES)?.map(|w| w as usize);
     let confidence = f.number("confidence", 0.0, 1.0)?;
+    let gate = f
+        .string("gate")?
+        .map(|g| {
+            g.parse::<Gate>()
+                .map_err(|e| ApiError::invalid("edgeloop.gate", "invalid_value", e.to_string()))
+        })
+        .transpose()?;
     let strategy = match strategy {
         Strategy::Adaptive {
             wave: w,
@@ -350,14 +357,14 @@ fn solve(obj: &Map<String, Value>, messages: &[ChatMessage]) -> Result<Solve, Ap
             window: window.or(win),
         },
         Strategy::Auto {
-            gate,
+            gate: g,
             confidence: c,
             max_samples,
             wave: w,
             threshold: t,
             agreement,
         } => Strategy::Auto {
-            gate,
+            gate: gate.unwrap_or(g),
             confidence: confidence.unwrap_or(c),
             max_samples,
             wave: wave.unwrap_or(w),
