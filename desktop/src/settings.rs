@@ -244,10 +244,6 @@ pub fn read_policy(path: &Path) -> Result<scaling::AutoSettings> {
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading policy file {}", path.display()))?;
-    let settings: scaling::AutoSettings = serde_json::from_str(&text)
-        .with_context(|| format!("policy file {} is not a valid auto policy", path.display()))?;
-    settings
-        .validate()
-        .with_context(|| format!("policy file {}", path.display()))?;
-    Ok(settings)
+    scaling::AutoSettings::from_json(&text)
+        .with_context(|| format!("policy file {}", path.display()))
 }

@@ -266,16 +266,6 @@ fn solve_core(
     Ok(scaling::solve(&shared.core, question, &options)?)
 }
 
-/// Reads and checks an `auto` policy.
-fn auto_policy(json: &str) -> Result<scaling::AutoSettings, EdgeloopError> {
-    let settings: scaling::AutoSettings = serde_json::from_str(json)
-        .map_err(|e| EdgeloopError::invalid(format!("auto_policy is not a valid policy: {e}")))?;
-    settings
-        .validate()
-        .map_err(|e| EdgeloopError::invalid(format!("auto_policy: {e}")))?;
-    Ok(settings)
-}
-
 /// Checks `config` and builds core's options from it.
 fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
     let samples = count("samples", config.samples, MAX_SAMPLES)?;
@@ -300,7 +290,8 @@ fn solve_options(config: &SolveConfig) -> Result<SolveOptions, EdgeloopError> {
             ..
         } => {
             let settings = match &config.auto_policy {
-                Some(json) => auto_policy(json)?,
+                Some(json) => scaling::AutoSettings::from_json(json)
+                    .map_err(|e| EdgeloopError::invalid(format!("auto_policy: {e}")))?,
                 None => scaling::AutoSettings {
                     gate,
                     confidence,

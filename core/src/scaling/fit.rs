@@ -29,6 +29,15 @@ pub struct AutoSettings {
 }
 
 impl AutoSettings {
+    /// Reads a policy (the JSON [`fit`]'s settings are written as) and
+    /// checks it with [`AutoSettings::validate`].
+    pub fn from_json(json: &str) -> Result<Self> {
+        let settings: AutoSettings = serde_json::from_str(json)
+            .map_err(|e| Error::Invalid(format!("not a valid auto policy: {e}")))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Refuses a confidence that is not a finite number in [0, 2] and a
     /// beam count outside 1..=[`MAX_PARALLEL`].
     pub fn validate(&self) -> Result<()> {
@@ -290,6 +299,27 @@ mod tests {
         assert_eq!(f.best_fixed, "greedy");
         assert_eq!(f.score.accuracy, 0.6);
         assert_eq!(f.score.mean_tokens, 10.0);
+    }
+
+    #[test]
+    fn policies_are_read_from_json_and_checked() {
+        let s = AutoSettings::from_json(r#"{"gate": "trace", "confidence": 0.9, "beams": 4}"#);
+        assert_eq!(
+            s.unwrap(),
+            AutoSettings {
+                gate: Gate::Trace,
+                confidence: 0.9,
+                beams: 4
+            }
+        );
+        for bad in [
+            r#"{"gate": "trace", "confidence": 0.9}"#,
+            r#"{"gate": "vibes", "confidence": 0.9, "beams": 4}"#,
+            r#"{"gate": "trace", "confidence": 0.9, "beams": 4, "extra": 1}"#,
+            r#"{"gate": "trace", "confidence": 0.9, "beams": 0}"#,
+        ] {
+            assert!(AutoSettings::from_json(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

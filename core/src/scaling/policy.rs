@@ -107,7 +107,7 @@ impl Run<'_, '_> {
             // the better-ranked answered trace of the two wins, as there.
             let first = self.samples.len();
             self.beam(question, 1, 1, 0.5, false, &g.tokens)?;
-            let greedy_rank = (greedy.is_some()).then_some((g.beam_score, &greedy));
+            let greedy_rank = greedy.is_some().then_some((g.beam_score, &greedy));
             self.samples[first..]
                 .iter()
                 .filter(|s| s.answer.is_some())

@@ -8,9 +8,10 @@ use crate::search::{beam_search, step_search, BeamOptions, Problem, StepJudge, S
 
 impl Run<'_, '_> {
     /// Beam search (`leader`: see [`BeamOptions::leader`]); the answered
-    /// hypothesis with the best length-normalized log-likelihood wins, or with `judge` the one the step judge scores
-    /// highest (one forward pass per distinct answer). The confidence is
-    /// the winner's mean token probability, or its judge score.
+    /// hypothesis with the best length-normalized log-likelihood wins, or
+    /// with `judge` the one the step judge scores highest (one forward pass
+    /// per distinct answer). The confidence is the winner's mean token
+    /// probability, or its judge score.
     pub(super) fn beam(
         &mut self,
         question: &str,
