@@ -275,12 +275,7 @@ fn matmul_many_with(
         outs[k] = SharedOut(y.as_mut_ptr());
     }
     let n_chunks = first[ws.len()];
-    let next = AtomicUsize::new(0);
-    let job = |_: usize, _: usize| loop {
-        let ci = next.fetch_add(1, Ordering::Relaxed);
-        if ci >= n_chunks {
-            break;
-        }
+    let run_chunk = |ci: usize| {
         let k = (0..ws.len()).find(|&k| ci < first[k + 1]).unwrap_or(0);
         let w = ws[k];
         let rows = w.rows;
@@ -297,9 +292,58 @@ fn matmul_many_with(
         });
     };
     if nt == 1 || n_chunks == 1 {
-        job(0, 1);
+        (0..n_chunks).for_each(run_chunk);
     } else {
-        pool.run(&job);
+        let spans = Spans::new(n_chunks, nt);
+        pool.run(&|tid, _| spans.work(tid, &run_chunk));
+    }
+}
+
+/// The chunks `0..n` of a job, in one contiguous span per thread: each
+/// thread streams its own span's weights in address order (which the
+/// hardware prefetchers follow; chunks dealt out in turn halve a decode
+/// step's read bandwidth on two threads), then helps with the others'
+/// spans, so a descheduled thread does not hold up the job.
+struct Spans {
+    /// `ends[t]`: where thread `t`'s span ends (it starts at `ends[t - 1]`).
+    ends: [usize; MAX_SPANS],
+    /// `next[t]`: the next unclaimed chunk of span `t`.
+    next: [Counter; MAX_SPANS],
+    /// Spans in use: the thread count, at most [`MAX_SPANS`] and `n`.
+    len: usize,
+}
+
+/// The most spans one job is split into; more threads share spans.
+const MAX_SPANS: usize = 32;
+
+/// A counter on a cache line of its own, so that threads claiming chunks
+/// of their own spans do not contend for one line.
+#[repr(align(64))]
+struct Counter(AtomicUsize);
+
+impl Spans {
+    fn new(n: usize, threads: usize) -> Spans {
+        let len = threads.clamp(1, MAX_SPANS).min(n.max(1));
+        let mut ends = [0; MAX_SPANS];
+        let next = std::array::from_fn(|t| {
+            ends[t] = if t < len { (t + 1) * n / len } else { n };
+            Counter(AtomicUsize::new(t.min(len) * n / len))
+        });
+        Spans { ends, next, len }
+    }
+
+    /// Runs `f` on chunks claimed for thread `tid`: its own span's first,
+    /// then whatever is left of the following spans.
+    fn work(&self, tid: usize, f: &dyn Fn(usize)) {
+        for s in (0..self.len).map(|k| (tid % self.len + k) % self.len) {
+            loop {
+                let ci = self.next[s].0.fetch_add(1, Ordering::Relaxed);
+                if ci >= self.ends[s] {
+                    break;
+                }
+                f(ci);
+            }
+        }
     }
 }
 

@@ -428,3 +428,36 @@ fn matmul_many_refuses_matrices_of_different_types() {
         &mut MatmulScratch::default(),
     );
 }
+
+#[test]
+fn spans_hand_out_every_chunk_once_in_order_per_thread() {
+    for (chunks, threads) in [(1, 2), (2, 2), (5, 2), (16, 2), (17, 3), (3, 8), (100, 7)] {
+        // A thread alone takes its own span first, in address order, then
+        // the spans after it, wrapping around.
+        let spans_len = threads.min(chunks);
+        for tid in 0..threads {
+            let got = std::sync::Mutex::new(Vec::new());
+            Spans::new(chunks, threads).work(tid, &|ci| got.lock().unwrap().push(ci));
+            let start = tid % spans_len * chunks / spans_len;
+            let expected: Vec<usize> = (start..chunks).chain(0..start).collect();
+            assert_eq!(
+                got.into_inner().unwrap(),
+                expected,
+                "{chunks} chunks, thread {tid}"
+            );
+        }
+        // All threads together on a pool: every chunk exactly once.
+        let spans = Spans::new(chunks, threads);
+        let pool = ThreadPool::new(threads);
+        let seen: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
+        pool.run(&|tid, _| {
+            spans.work(tid, &|ci| {
+                seen[ci].fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert!(
+            seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+            "{chunks} chunks on {threads} threads"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Times single-column matrix products that stream their weights from
+//! memory, as decode does: many distinct matrices, together far larger than
+//! the caches, each multiplied once per round. Prints GB/s of weights per
+//! weight type and thread count, beside a plain read of the same bytes.
+//!
+//! `cargo run --release -p edgeloop-core --example cpu_stream_times`
+
+use std::time::Instant;
+
+use edgeloop_core::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use edgeloop_core::quant::{quantize, GgmlType};
+
+/// Bytes of weights streamed per round (well past a 32 MiB L3).
+const TOTAL: usize = 192 << 20;
+
+/// Best of five plain reads of `data`, split in one contiguous part per
+/// thread, in GB/s.
+fn read_gb_s(pool: &ThreadPool, data: &[u8]) -> f64 {
+    let chunk = data.len() / pool.n_threads();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sum = std::sync::atomic::AtomicU64::new(0);
+        pool.run(&|i, _| {
+            let part = &data[i * chunk..(i + 1) * chunk];
+            let mut acc = [0u64; 8];
+            for c in part.chunks_exact(64) {
+                for k in 0..8 {
+                    acc[k] = acc[k]
+                        .wrapping_add(u64::from_le_bytes(c[8 * k..8 * k + 8].try_into().unwrap()));
+                }
+            }
+            sum.fetch_add(
+                acc.iter().fold(0, |a, &b| a.wrapping_add(b)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        });
+        std::hint::black_box(sum.into_inner());
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    data.len() as f64 / best / 1e9
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let shapes = [
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q4_0, 1536, 576),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q8_0, 2048, 640),
+        (GgmlType::Q4K, 640, 2048),
+        (GgmlType::Q6K, 640, 2048),
+    ];
+    for threads in [1, 2] {
+        let pool = ThreadPool::new(threads);
+        let mut scratch = MatmulScratch::default();
+        let probe = vec![1u8; TOTAL];
+        println!(
+            "threads {threads}: plain read {:.1} GB/s",
+            read_gb_s(&pool, &probe)
+        );
+        drop(probe);
+        for (t, rows, cols) in shapes {
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
+                .collect();
+            let one = match quantize(t, &values) {
+                Ok(b) => b,
+                Err(_) => {
+                    let block = t.block_bytes();
+                    let mut b: Vec<u8> = (0..rows * cols / t.block_len() * block)
+                        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                        .collect();
+                    for blk in b.chunks_exact_mut(block) {
+                        blk[..2].copy_from_slice(&0x2C00u16.to_le_bytes());
+                    }
+                    b
+                }
+            };
+            let copies = TOTAL / one.len();
+            let all: Vec<u8> = one
+                .iter()
+                .copied()
+                .cycle()
+                .take(copies * one.len())
+                .collect();
+            let mats: Vec<QMatrix> = all
+                .chunks_exact(one.len())
+                .map(|b| QMatrix::new(t, b, rows, cols))
+                .collect::<Result<_, _>>()?;
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            let mut y = vec![0.0; rows];
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let started = Instant::now();
+                for w in &mats {
+                    matmul(&pool, w, &x, 1, &mut y, &mut scratch);
+                }
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            println!(
+                "  {:<6} {:>11} ×{copies:<4} {:>7.1} GB/s",
+                format!("{t:?}"),
+                format!("{rows}×{cols}"),
+                all.len() as f64 / best / 1e9
+            );
+        }
+    }
+    Ok(())
+}
