@@ -3,7 +3,8 @@
 //! the caches, each multiplied once per round. Prints GB/s of weights per
 //! weight type and thread count, beside a plain read of the same bytes.
 //!
-//! `cargo run --release -p edgeloop-core --example cpu_stream_times`
+//! `cargo run --release -p edgeloop-core --example cpu_stream_times [TYPE]`
+//! (TYPE, e.g. `q4_1`, times that weight type only).
 
 use std::time::Instant;
 
@@ -50,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (GgmlType::Q4K, 640, 2048),
         (GgmlType::Q6K, 640, 2048),
     ];
+    let only = std::env::args().nth(1);
     for threads in [1, 2] {
         let pool = ThreadPool::new(threads);
         let mut scratch = MatmulScratch::default();
@@ -60,6 +62,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         drop(probe);
         for (t, rows, cols) in shapes {
+            if only
+                .as_ref()
+                .is_some_and(|o| !format!("{t:?}").eq_ignore_ascii_case(o))
+            {
+                continue;
+            }
             let values: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
                 .collect();

@@ -226,6 +226,9 @@ unsafe fn run32<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize, f32
     // contract.
     let lone = |r: usize, c: usize| unsafe {
         let (wp, ap) = (base.add(r * rb), a.as_ptr().add(c * nb));
+        if n == 1 {
+            prefetch_ahead(wp, rb);
+        }
         let (sp, dp) = (sums.as_ptr().add(c * nb), scales.as_ptr().add(c * nb));
         match X {
             AVX2 => tile32::<K, A>(wp, ap, sp, dp, nb),
@@ -318,6 +321,9 @@ unsafe fn run_k<const Q4: bool, const X: u8, F: FnMut(usize, usize, f32)>(
     // SAFETY (both): as in `run32`.
     let lone = |r: usize, c: usize| unsafe {
         let (wp, ap) = (base.add(r * rb), a.as_ptr().add(c * nb));
+        if n == 1 {
+            prefetch_ahead(wp, rb);
+        }
         if Q4 {
             dot_q4_k(wp, ap, nb)
         } else {
@@ -373,6 +379,22 @@ unsafe fn run_f<const ES: usize, F: FnMut(usize, usize, f32)>(
         },
         out,
     )
+}
+
+/// How far ahead of the row being multiplied a matrix-vector product asks
+/// for weights: a few rows, so that more reads are in flight than the
+/// hardware prefetchers alone keep (7 % more GB/s for one thread streaming
+/// Q4_1 weights, `cpu_stream_times`).
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for the `len` bytes [`PREFETCH_AHEAD`] past `row` to be brought into
+/// the cache. Prefetches never fault, so addresses past the matrix are fine.
+#[inline(always)]
+unsafe fn prefetch_ahead(row: *const u8, len: usize) {
+    let ahead = row.wrapping_add(PREFETCH_AHEAD);
+    for offset in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(offset).cast());
+    }
 }
 
 // ---------------------------------------------------------------------------
