@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
-use edgeloop_core::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use edgeloop_core::kernels::{
+    matmul, packed_rows_used, MatmulScratch, PackedRows, QMatrix, ThreadPool,
+};
 use edgeloop_core::quant::{quantize, GgmlType};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,7 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 b
             }
         };
-        let w = QMatrix::new(t, &bytes, rows, cols)?;
+        // Repacked where the CPU's kernels read that layout, as a model's
+        // matrices are.
+        let packed = PackedRows::new(t, &bytes, rows, cols).filter(|_| packed_rows_used());
+        let w = QMatrix::new(t, &bytes, rows, cols)?.with_packed(packed.as_ref());
         for n in [1, 8, 64] {
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)

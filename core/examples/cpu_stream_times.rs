@@ -8,7 +8,9 @@
 
 use std::time::Instant;
 
-use edgeloop_core::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use edgeloop_core::kernels::{
+    matmul, packed_rows_used, MatmulScratch, PackedRows, QMatrix, ThreadPool,
+};
 use edgeloop_core::quant::{quantize, GgmlType};
 
 /// Bytes of weights streamed per round (well past a 32 MiB L3).
@@ -91,10 +93,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .cycle()
                 .take(copies * one.len())
                 .collect();
+            // Repacked where the CPU's kernels read that layout, as a
+            // model's matrices are.
+            let packed: Vec<Option<PackedRows>> = all
+                .chunks_exact(one.len())
+                .map(|b| PackedRows::new(t, b, rows, cols).filter(|_| packed_rows_used()))
+                .collect();
             let mats: Vec<QMatrix> = all
                 .chunks_exact(one.len())
-                .map(|b| QMatrix::new(t, b, rows, cols))
-                .collect::<Result<_, _>>()?;
+                .zip(&packed)
+                .map(|(b, p)| Ok(QMatrix::new(t, b, rows, cols)?.with_packed(p.as_ref())))
+                .collect::<Result<_, edgeloop_core::quant::QuantError>>()?;
             let x: Vec<f32> = (0..cols)
                 .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
                 .collect();
@@ -108,10 +117,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 best = best.min(started.elapsed().as_secs_f64());
             }
             println!(
-                "  {:<6} {:>11} ×{copies:<4} {:>7.1} GB/s",
+                "  {:<6} {:>11} ×{copies:<4} {:>7.1} GB/s{}",
                 format!("{t:?}"),
                 format!("{rows}×{cols}"),
-                all.len() as f64 / best / 1e9
+                all.len() as f64 / best / 1e9,
+                if packed[0].is_some() {
+                    " (repacked)"
+                } else {
+                    ""
+                }
             );
         }
     }

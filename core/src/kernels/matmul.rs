@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::quant::{byte_len, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QuantError, QK_K};
 
 use super::dot::{self, Acts, Block32, Block8x8, Block8x8K, Isa};
+use super::packed::PackedRows;
 use super::pool::ThreadPool;
 
 /// A row-major matrix of quantized weights borrowed from tensor data: each of
@@ -20,6 +21,9 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
+    /// The same rows repacked for the x86 kernels, which then read these
+    /// instead of `data` (see [`QMatrix::with_packed`]).
+    pub packed: Option<&'a PackedRows>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -37,9 +41,19 @@ impl<'a> QMatrix<'a> {
             data,
             rows,
             cols,
+            packed: None,
         };
         m.validate()?;
         Ok(m)
+    }
+
+    /// The matrix with its rows also available repacked (`packed` made from
+    /// `data` by [`PackedRows::new`]); ignored when `packed` describes a
+    /// matrix of another type or shape.
+    pub fn with_packed(mut self, packed: Option<&'a PackedRows>) -> Self {
+        self.packed =
+            packed.filter(|p| p.dtype == self.dtype && p.rows == self.rows && p.cols == self.cols);
+        self
     }
 
     /// Bytes per row (`cols` is a whole number of blocks, see

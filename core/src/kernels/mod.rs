@@ -4,7 +4,9 @@
 
 mod dot;
 mod matmul;
+mod packed;
 mod pool;
 
 pub use matmul::{matmul, matmul_many, try_matmul, MatmulScratch, QMatrix, MAX_MANY};
+pub use packed::{packed_rows_used, PackedRows};
 pub use pool::ThreadPool;

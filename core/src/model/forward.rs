@@ -2,7 +2,11 @@
 //! of tokens that may belong to several sequences (each with its own
 //! [`KvCache`]). Architecture differences are flags of [`ModelConfig`].
 
-use crate::kernels::{matmul, matmul_many, MatmulScratch, QMatrix, ThreadPool, MAX_MANY};
+use std::collections::HashMap;
+
+use crate::kernels::{
+    matmul, matmul_many, MatmulScratch, PackedRows, QMatrix, ThreadPool, MAX_MANY,
+};
 use crate::quant;
 
 use super::config::{Activation, ModelConfig, RopeStyle};
@@ -66,6 +70,8 @@ pub(crate) struct Forward<'a> {
     pub config: &'a ModelConfig,
     pub weights: &'a Weights,
     pub bytes: &'a [u8],
+    /// Repacked copies of some matrices, by the offset of their bytes.
+    pub packed: &'a HashMap<usize, PackedRows>,
     pub rope_global: &'a [f32],
     pub rope_local: &'a [f32],
     pub pool: &'a ThreadPool,
@@ -78,7 +84,9 @@ impl Forward<'_> {
             data: &self.bytes[m.bytes.clone()],
             rows: m.rows,
             cols: m.cols,
+            packed: None,
         }
+        .with_packed(self.packed.get(&m.bytes.start))
     }
 
     /// Runs `batch` through the model, appending keys and values to each

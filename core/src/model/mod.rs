@@ -14,8 +14,10 @@ pub mod ops;
 mod qwen3;
 mod weights;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use config::{Activation, Architecture, ModelConfig, RopeStyle, SUPPORTED_ARCHITECTURES};
 pub use forward::{BatchToken, ForwardScratch, MAX_HEAD_DIM};
@@ -23,7 +25,7 @@ pub use kv_cache::KvCache;
 pub use weights::{LayerWeights, MatrixRef, Weights};
 
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::ThreadPool;
+use crate::kernels::{self, PackedRows, ThreadPool};
 use crate::quant::{GgmlType, SUPPORTED};
 
 /// Why a model could not be loaded or run.
@@ -75,6 +77,10 @@ pub struct Model {
     file: Arc<GgufFile>,
     config: ModelConfig,
     weights: Weights,
+    /// Repacked copies of the matrices the CPU kernels read faster that way
+    /// ([`PackedRows`]), by the file offset of their bytes; made on the
+    /// first CPU forward pass, so a model run on the GPU never holds them.
+    packed: OnceLock<HashMap<usize, PackedRows>>,
     rope_global: Vec<f32>,
     rope_local: Vec<f32>,
 }
@@ -114,6 +120,7 @@ impl Model {
             file,
             config,
             weights,
+            packed: OnceLock::new(),
             rope_global,
             rope_local,
         })
@@ -156,6 +163,7 @@ impl Model {
             config: &self.config,
             weights: &self.weights,
             bytes,
+            packed: self.packed.get_or_init(|| self.pack()),
             rope_global: &self.rope_global,
             rope_local: &self.rope_local,
             pool,
@@ -165,5 +173,44 @@ impl Model {
 
     fn file_bytes(&self) -> &[u8] {
         self.file.bytes()
+    }
+
+    /// [`PackedRows`] of every matrix product's weights that has them, when
+    /// this CPU's kernels read them. Packing is a copy into fresh pages,
+    /// whose faults cost as much as the copy, so it runs on every core.
+    fn pack(&self) -> HashMap<usize, PackedRows> {
+        if !kernels::packed_rows_used() {
+            return HashMap::new();
+        }
+        let w = &self.weights;
+        let mut matrices: Vec<&MatrixRef> = w
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .chain([&w.output])
+            .collect();
+        matrices.sort_by_key(|m| m.bytes.start);
+        matrices.dedup_by_key(|m| m.bytes.start);
+        let bytes = self.file_bytes();
+        let next = AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let packed = Mutex::new(HashMap::new());
+        let work = || {
+            while let Some(m) = matrices.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if let Some(p) = PackedRows::new(m.dtype, &bytes[m.bytes.clone()], m.rows, m.cols) {
+                    packed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(m.bytes.start, p);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
+        });
+        packed.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }

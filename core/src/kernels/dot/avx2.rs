@@ -28,6 +28,7 @@ use std::ops::Range;
 use crate::quant::{q4k_scales_mins, round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
 
 use super::super::matmul::QMatrix;
+use super::super::packed::{group_block_bytes, PackedRows, PACK_ROWS};
 use super::{dispatch_tile, for_each_tile, Acts, Block32, Block8x8, Block8x8K, TileOut};
 
 /// Whether this CPU has the features every function here requires.
@@ -147,6 +148,29 @@ unsafe fn dot_rows_with<const X: u8, F: FnMut(usize, usize, f32)>(
     assert_eq!(w.cols % w.dtype.block_len(), 0);
     let base = w.data.as_ptr();
     let cols = w.cols;
+    if let Some(p) = w.packed {
+        if rows.start.is_multiple_of(PACK_ROWS) && rows.end.is_multiple_of(PACK_ROWS) {
+            match acts {
+                Acts::Q8_0 {
+                    blocks,
+                    sums,
+                    scales,
+                    ..
+                } if p.dtype == GgmlType::Q4_0 => {
+                    return run_packed::<K_Q4_0, X, _, F>(p, rows, blocks, sums, scales, n, out)
+                }
+                Acts::Q8_1 {
+                    blocks,
+                    sums,
+                    scales,
+                    ..
+                } if p.dtype == GgmlType::Q4_1 => {
+                    return run_packed::<K_Q4_1, X, _, F>(p, rows, blocks, sums, scales, n, out)
+                }
+                _ => {}
+            }
+        }
+    }
     match (w.dtype, acts) {
         (
             GgmlType::Q4_0,
@@ -268,6 +292,97 @@ unsafe fn run32<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize, f32
         sum_groups(&acc)
     };
     by_groups(rows, n, lone, group, out)
+}
+
+/// Q4_0 or Q4_1 rows repacked eight at a time ([`PackedRows`]): each group
+/// of eight rows against each column in turn, through [`packed_group`]. A
+/// column gets the same operations alone and among others.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `p` is of format `K`; `rows` lies within it
+/// and starts and ends on a multiple of [`PACK_ROWS`]; `a`, `sums` and
+/// `scales` hold `n` columns of `p.cols / 32` blocks.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn run_packed<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize, f32)>(
+    p: &PackedRows,
+    rows: Range<usize>,
+    a: &[A],
+    sums: &[f32],
+    scales: &[f32],
+    n: usize,
+    out: &mut F,
+) {
+    let nb = p.cols / 32;
+    let gb = group_block_bytes(p.dtype);
+    assert!(rows.end <= p.rows && p.data.len() >= p.rows / PACK_ROWS * nb * gb);
+    assert!(a.len() >= n * nb && sums.len() >= n * nb && scales.len() >= n * nb);
+    for g in rows.start / PACK_ROWS..rows.end / PACK_ROWS {
+        // SAFETY: group `g` is within `p.data` and the columns within the
+        // activations (asserted above).
+        unsafe {
+            let gp = p.data.as_ptr().add(g * nb * gb);
+            if n == 1 {
+                prefetch_ahead(gp, nb * gb);
+            }
+            for c in 0..n {
+                let (ap, sp, dp) = (
+                    a.as_ptr().add(c * nb),
+                    sums.as_ptr().add(c * nb),
+                    scales.as_ptr().add(c * nb),
+                );
+                let v = packed_group::<K, X, A>(gp, ap, sp, dp, nb);
+                let mut lanes = [0f32; PACK_ROWS];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                for (i, &y) in lanes.iter().enumerate() {
+                    out(g * PACK_ROWS + i, c, y);
+                }
+            }
+        }
+    }
+}
+
+/// Eight packed rows at `gp` · one column, `nb` blocks: row `i`'s dot
+/// product in lane `i`. Per block, each row's byte products stay in its
+/// lane, are converted to float once, and are scaled as [`group32`] scales
+/// them: by the activation scale, then the weight scale, then the offset
+/// times the activation block sum.
+#[inline(always)]
+unsafe fn packed_group<const K: u8, const X: u8, A: Block32>(
+    gp: *const u8,
+    a: *const A,
+    sums: *const f32,
+    scales: *const f32,
+    nb: usize,
+) -> __m256 {
+    let gb = if K == K_Q4_1 { 160 } else { 144 };
+    let quants_at = if K == K_Q4_1 { 32 } else { 16 };
+    let low = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        let bp = gp.add(b * gb);
+        let q = bp.add(quants_at);
+        let y = (*a.add(b)).qs().as_ptr();
+        let word = |k: usize| _mm256_set1_epi32(y.add(4 * k).cast::<i32>().read_unaligned());
+        let mut isum = _mm256_setzero_si256();
+        for k in 0..4 {
+            let v = _mm256_loadu_si256(q.add(32 * k).cast());
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+            isum = dot_bytes::<X>(isum, lo, word(k));
+            isum = dot_bytes::<X>(isum, hi, word(4 + k));
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(bp.cast()));
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(*scales.add(b)));
+        acc = _mm256_fmadd_ps(t, d, acc);
+        let off = if K == K_Q4_1 {
+            _mm256_cvtph_ps(_mm_loadu_si128(bp.add(16).cast()))
+        } else {
+            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
+        };
+        acc = _mm256_fmadd_ps(off, _mm256_set1_ps(*sums.add(b)), acc);
+    }
+    acc
 }
 
 /// Walks `rows` (outermost) × columns `0..n` in groups of eight and hands

@@ -1,6 +1,7 @@
 //! SIMD kernels against the scalar reference on random data.
 
 use super::*;
+use crate::kernels::PackedRows;
 use crate::quant::tests::{random_f32s, random_weights, Rng};
 use crate::quant::{dequantize, GgmlType, SUPPORTED};
 
@@ -158,21 +159,30 @@ fn simd_dot_equals_scalar_reference() {
             &[32, 64, 96, 256, 576, 1536]
         };
         for &cols in col_choices {
-            for &rows in &[1usize, 3, 4, 6, 9, 17] {
+            for &rows in &[1usize, 3, 4, 6, 8, 9, 16, 17] {
                 let data = random_weights(&mut rng, dtype, rows, cols);
                 let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
+                // Q4_0 and Q4_1 with whole groups of rows: also repacked.
+                let packed = PackedRows::new(dtype, &data, rows, cols);
+                let layouts: Vec<QMatrix> = std::iter::once(w)
+                    .chain(packed.as_ref().map(|p| w.with_packed(Some(p))))
+                    .collect();
                 for &n in &[1usize, 2, 3, 4, 5, 8, 17] {
                     let x = random_f32s(&mut rng, n * cols, 1.0);
                     let acts = TestActs::new(x, n);
                     let reference = run(Isa::Scalar, &w, acts.for_type(dtype), n);
                     let mag = magnitudes(&w, &acts.f32, n);
-                    for isa in isas() {
-                        let got = run(isa, &w, acts.for_type(dtype), n);
+                    for (isa, w) in isas()
+                        .into_iter()
+                        .flat_map(|i| layouts.iter().map(move |w| (i, w)))
+                    {
+                        let got = run(isa, w, acts.for_type(dtype), n);
+                        let layout = if w.packed.is_some() { "packed" } else { "file" };
                         for i in 0..n * rows {
                             let tol = 2e-6 * mag[i] + 1e-7;
                             assert!(
                                 (got[i] - reference[i]).abs() <= tol,
-                                "{dtype} {isa:?} rows={rows} cols={cols} n={n} [{i}]: {} vs {} (tol {tol})",
+                                "{dtype} {isa:?} {layout} rows={rows} cols={cols} n={n} [{i}]: {} vs {} (tol {tol})",
                                 got[i],
                                 reference[i]
                             );
@@ -191,23 +201,28 @@ fn a_column_gets_the_same_bits_alone_and_among_others() {
     let mut rng = Rng::new(13);
     for &dtype in SUPPORTED {
         let cols = if dtype.block_len() == 256 { 512 } else { 576 };
-        let rows = 9;
-        let data = random_weights(&mut rng, dtype, rows, cols);
-        let w = QMatrix::new(dtype, &data, rows, cols).unwrap();
-        for &n in &[2usize, 3, 8, 17] {
-            let x = random_f32s(&mut rng, n * cols, 1.0);
-            let together = TestActs::new(x.clone(), n);
-            for isa in isas() {
-                let all = run(isa, &w, together.for_type(dtype), n);
-                for c in 0..n {
-                    let alone = TestActs::new(x[c * cols..(c + 1) * cols].to_vec(), 1);
-                    let one = run(isa, &w, alone.for_type(dtype), 1);
-                    for r in 0..rows {
-                        assert_eq!(
-                            all[c * rows + r].to_bits(),
-                            one[r].to_bits(),
-                            "{dtype} {isa:?} n={n} column {c} row {r}"
-                        );
+        // 16 rows: Q4_0 and Q4_1 run repacked too (see `PackedRows`).
+        for rows in [9, 16] {
+            let data = random_weights(&mut rng, dtype, rows, cols);
+            let packed = PackedRows::new(dtype, &data, rows, cols);
+            let w = QMatrix::new(dtype, &data, rows, cols)
+                .unwrap()
+                .with_packed(packed.as_ref());
+            for &n in &[2usize, 3, 8, 17] {
+                let x = random_f32s(&mut rng, n * cols, 1.0);
+                let together = TestActs::new(x.clone(), n);
+                for isa in isas() {
+                    let all = run(isa, &w, together.for_type(dtype), n);
+                    for c in 0..n {
+                        let alone = TestActs::new(x[c * cols..(c + 1) * cols].to_vec(), 1);
+                        let one = run(isa, &w, alone.for_type(dtype), 1);
+                        for r in 0..rows {
+                            assert_eq!(
+                                all[c * rows + r].to_bits(),
+                                one[r].to_bits(),
+                                "{dtype} {isa:?} n={n} column {c} row {r}"
+                            );
+                        }
                     }
                 }
             }

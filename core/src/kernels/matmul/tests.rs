@@ -255,6 +255,7 @@ fn shapes_are_checked() {
         data: &data[..39],
         rows: 2,
         cols: 32,
+        packed: None,
     };
     assert!(try_matmul(&pool, &bad, &[0.0; 32], 1, &mut y, &mut scratch).is_err());
     // n = 0 is a no-op.

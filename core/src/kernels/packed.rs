@@ -1,0 +1,122 @@
+//! Weight rows repacked for the x86 matrix products: eight rows side by side.
+//!
+//! In a GGUF file each row's 32-value blocks follow one another, each with
+//! its own scale. A matrix-vector product over that layout spends as many
+//! instructions gathering eight blocks' scales and summing eight blocks'
+//! products across vector lanes as on the products themselves. Here the
+//! same block of eight consecutive rows is stored together: their eight
+//! scales (and Q4_1 minimums) contiguous, then their quants interleaved four
+//! bytes at a time, so that one vector holds bytes `4k..4k + 4` of all eight
+//! rows. One load then gives eight scales; a byte product of that vector
+//! with a broadcast activation word gives each row's partial sum in its own
+//! lane; nothing is summed across lanes. llama.cpp's CPU backend repacks
+//! Q4_0 weights the same way.
+//!
+//! Packing is a copy (the file's bytes stay mapped and are what the other
+//! instruction sets and the GPU read), made for Q4_0 and Q4_1 matrices whose
+//! row count is a multiple of eight.
+
+use crate::quant::GgmlType;
+
+/// Rows packed together.
+pub(crate) const PACK_ROWS: usize = 8;
+
+/// A matrix's rows in groups of [`PACK_ROWS`], block by block.
+///
+/// Group `g`, block `b` (32 columns) sits at `(g * nb + b) * group_block`
+/// bytes (`nb` blocks per row): the eight rows' f16 scales (16 bytes), for
+/// Q4_1 their f16 minimums (16 bytes), then four 32-byte vectors, vector
+/// `k` holding packed-nibble bytes `4k..4k + 4` of rows `0..8` in turn.
+#[derive(Debug)]
+pub struct PackedRows {
+    pub(crate) dtype: GgmlType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Bytes of one block of eight rows in `dtype` (Q4_0 or Q4_1).
+pub(crate) const fn group_block_bytes(dtype: GgmlType) -> usize {
+    match dtype {
+        GgmlType::Q4_1 => 32 + 128,
+        _ => 16 + 128,
+    }
+}
+
+/// Whether this CPU's matrix products read [`PackedRows`] (x86 with AVX2;
+/// elsewhere packing would only cost memory).
+pub fn packed_rows_used() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::dot::Isa::best() != super::dot::Isa::Scalar
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedRows {
+    /// Repacks a `rows × cols` matrix of `dtype` held in `data` (as the file
+    /// stores it), or `None` where this layout does not apply: another type,
+    /// a row count that is not a multiple of [`PACK_ROWS`], or `data` of the
+    /// wrong size.
+    pub fn new(dtype: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<PackedRows> {
+        if !matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1) {
+            return None;
+        }
+        if rows == 0 || !rows.is_multiple_of(PACK_ROWS) || !cols.is_multiple_of(32) {
+            return None;
+        }
+        let rb = cols / 32 * dtype.block_bytes();
+        if data.len() != rows.checked_mul(rb)? {
+            return None;
+        }
+        let mut out = vec![0u8; data.len()];
+        for (src, dst) in data
+            .chunks_exact(PACK_ROWS * rb)
+            .zip(out.chunks_exact_mut(PACK_ROWS * rb))
+        {
+            match dtype {
+                GgmlType::Q4_0 => pack_group::<18, 1>(src, dst, rb),
+                _ => pack_group::<20, 2>(src, dst, rb),
+            }
+        }
+        Some(PackedRows {
+            dtype,
+            rows,
+            cols,
+            data: out,
+        })
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether nothing is held (never, for a packed matrix).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// Packs one group of eight rows (`src`, `rb` bytes each, blocks of `BB`
+/// bytes that start with `HEAD` f16s) into `dst`, block by block.
+fn pack_group<const BB: usize, const HEAD: usize>(src: &[u8], dst: &mut [u8], rb: usize) {
+    let gb = PACK_ROWS * BB;
+    for (b, out) in dst.chunks_exact_mut(gb).enumerate() {
+        let (halves, quants) = out.split_at_mut(16 * HEAD);
+        for i in 0..PACK_ROWS {
+            let block: &[u8; BB] = src[i * rb + b * BB..][..BB].try_into().expect("block");
+            // d (and m): the block's leading f16s.
+            for h in 0..HEAD {
+                halves[16 * h + 2 * i..][..2].copy_from_slice(&block[2 * h..2 * h + 2]);
+            }
+            let qs = &block[2 * HEAD..];
+            for k in 0..4 {
+                quants[32 * k + 4 * i..][..4].copy_from_slice(&qs[4 * k..4 * k + 4]);
+            }
+        }
+    }
+}
