@@ -12,9 +12,13 @@
 //! lane; nothing is summed across lanes. llama.cpp's CPU backend repacks
 //! Q4_0 weights the same way.
 //!
+//! Q5_0's fifth bits are regrouped the same way: one 32-bit mask per vector
+//! of quants, bit `4i + j` for byte `j` of row `i`, so the bits line up with
+//! the bytes they belong to.
+//!
 //! Packing is a copy (the file's bytes stay mapped and are what the other
-//! instruction sets and the GPU read), made for Q4_0 and Q4_1 matrices whose
-//! row count is a multiple of eight.
+//! instruction sets and the GPU read), made for Q4_0, Q4_1 and Q5_0
+//! matrices whose row count is a multiple of eight.
 
 use crate::quant::GgmlType;
 
@@ -25,8 +29,10 @@ pub(crate) const PACK_ROWS: usize = 8;
 ///
 /// Group `g`, block `b` (32 columns) sits at `(g * nb + b) * group_block`
 /// bytes (`nb` blocks per row): the eight rows' f16 scales (16 bytes), for
-/// Q4_1 their f16 minimums (16 bytes), then four 32-byte vectors, vector
-/// `k` holding packed-nibble bytes `4k..4k + 4` of rows `0..8` in turn.
+/// Q4_1 their f16 minimums (16 bytes), for Q5_0 eight 32-bit masks of fifth
+/// bits (32 bytes: mask `2k` for the low nibbles of vector `k`, `2k + 1`
+/// for its high nibbles), then four 32-byte vectors, vector `k` holding
+/// packed-nibble bytes `4k..4k + 4` of rows `0..8` in turn.
 #[derive(Debug)]
 pub struct PackedRows {
     pub(crate) dtype: GgmlType,
@@ -35,10 +41,12 @@ pub struct PackedRows {
     pub(crate) data: Vec<u8>,
 }
 
-/// Bytes of one block of eight rows in `dtype` (Q4_0 or Q4_1).
+/// Bytes of one block of eight rows in `dtype` (Q4_0, Q4_1 or Q5_0): as
+/// many as the file's eight blocks.
 pub(crate) const fn group_block_bytes(dtype: GgmlType) -> usize {
     match dtype {
         GgmlType::Q4_1 => 32 + 128,
+        GgmlType::Q5_0 => 48 + 128,
         _ => 16 + 128,
     }
 }
@@ -62,7 +70,7 @@ impl PackedRows {
     /// a row count that is not a multiple of [`PACK_ROWS`], or `data` of the
     /// wrong size.
     pub fn new(dtype: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<PackedRows> {
-        if !matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1) {
+        if !matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0) {
             return None;
         }
         if rows == 0 || !rows.is_multiple_of(PACK_ROWS) || !cols.is_multiple_of(32) {
@@ -78,8 +86,9 @@ impl PackedRows {
             .zip(out.chunks_exact_mut(PACK_ROWS * rb))
         {
             match dtype {
-                GgmlType::Q4_0 => pack_group::<18, 1>(src, dst, rb),
-                _ => pack_group::<20, 2>(src, dst, rb),
+                GgmlType::Q4_0 => pack_group::<18, 1, false>(src, dst, rb),
+                GgmlType::Q5_0 => pack_group::<22, 1, true>(src, dst, rb),
+                _ => pack_group::<20, 2, false>(src, dst, rb),
             }
         }
         Some(PackedRows {
@@ -102,21 +111,44 @@ impl PackedRows {
 }
 
 /// Packs one group of eight rows (`src`, `rb` bytes each, blocks of `BB`
-/// bytes that start with `HEAD` f16s) into `dst`, block by block.
-fn pack_group<const BB: usize, const HEAD: usize>(src: &[u8], dst: &mut [u8], rb: usize) {
+/// bytes that start with `HEAD` f16s, then for Q5_0 (`FIFTH`) 32 fifth
+/// bits, then 16 bytes of nibbles) into `dst`, block by block.
+fn pack_group<const BB: usize, const HEAD: usize, const FIFTH: bool>(
+    src: &[u8],
+    dst: &mut [u8],
+    rb: usize,
+) {
     let gb = PACK_ROWS * BB;
+    let masks_len = if FIFTH { 32 } else { 0 };
     for (b, out) in dst.chunks_exact_mut(gb).enumerate() {
-        let (halves, quants) = out.split_at_mut(16 * HEAD);
+        let (halves, rest) = out.split_at_mut(16 * HEAD);
+        let (masks, quants) = rest.split_at_mut(masks_len);
+        let mut bits = [0u32; 8];
         for i in 0..PACK_ROWS {
             let block: &[u8; BB] = src[i * rb + b * BB..][..BB].try_into().expect("block");
             // d (and m): the block's leading f16s.
             for h in 0..HEAD {
                 halves[16 * h + 2 * i..][..2].copy_from_slice(&block[2 * h..2 * h + 2]);
             }
-            let qs = &block[2 * HEAD..];
+            let mut at = 2 * HEAD;
+            if FIFTH {
+                let qh = u32::from_le_bytes(block[at..at + 4].try_into().expect("qh"));
+                // Value `v` of the row has its fifth bit at `qh` bit `v`;
+                // low nibbles of vector `k` are values 4k.., high ones 16 + 4k...
+                for k in 0..4 {
+                    for (m, first) in [(2 * k, 4 * k), (2 * k + 1, 16 + 4 * k)] {
+                        bits[m] |= (qh >> first & 0xF) << (4 * i);
+                    }
+                }
+                at += 4;
+            }
+            let qs = &block[at..at + 16];
             for k in 0..4 {
                 quants[32 * k + 4 * i..][..4].copy_from_slice(&qs[4 * k..4 * k + 4]);
             }
+        }
+        for (m, word) in masks.chunks_exact_mut(4).zip(bits) {
+            m.copy_from_slice(&word.to_le_bytes());
         }
     }
 }

@@ -159,6 +159,14 @@ unsafe fn dot_rows_with<const X: u8, F: FnMut(usize, usize, f32)>(
                 } if p.dtype == GgmlType::Q4_0 => {
                     return run_packed::<K_Q4_0, X, _, F>(p, rows, blocks, sums, scales, n, out)
                 }
+                Acts::Q8_0 {
+                    blocks,
+                    sums,
+                    scales,
+                    ..
+                } if p.dtype == GgmlType::Q5_0 => {
+                    return run_packed::<K_Q5_0, X, _, F>(p, rows, blocks, sums, scales, n, out)
+                }
                 Acts::Q8_1 {
                     blocks,
                     sums,
@@ -325,22 +333,38 @@ unsafe fn run_packed<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize
             if n == 1 {
                 prefetch_ahead(gp, nb * gb);
             }
-            for c in 0..n {
-                let (ap, sp, dp) = (
-                    a.as_ptr().add(c * nb),
-                    sums.as_ptr().add(c * nb),
-                    scales.as_ptr().add(c * nb),
-                );
-                let v = packed_group::<K, X, A>(gp, ap, sp, dp, nb);
+            let mut emit = |c: usize, v: __m256| {
                 let mut lanes = [0f32; PACK_ROWS];
                 _mm256_storeu_ps(lanes.as_mut_ptr(), v);
                 for (i, &y) in lanes.iter().enumerate() {
                     out(g * PACK_ROWS + i, c, y);
                 }
+            };
+            if n == 1 {
+                let v = packed_group::<K, X, A>(gp, a.as_ptr(), sums.as_ptr(), scales.as_ptr(), nb);
+                emit(0, v);
+                continue;
+            }
+            let mut acc = [_mm256_setzero_ps(); PACKED_COLS];
+            for c0 in (0..n).step_by(PACKED_COLS) {
+                let cc = PACKED_COLS.min(n - c0);
+                let (ap, sp, dp) = (
+                    a.as_ptr().add(c0 * nb),
+                    sums.as_ptr().add(c0 * nb),
+                    scales.as_ptr().add(c0 * nb),
+                );
+                packed_columns::<K, X, A>(gp, ap, sp, dp, nb, &mut acc[..cc]);
+                for (j, &v) in acc[..cc].iter().enumerate() {
+                    emit(c0 + j, v);
+                }
             }
         }
     }
 }
+
+/// Columns a packed group of rows meets per pass over its blocks
+/// ([`packed_columns`]): their accumulators stay in L1.
+const PACKED_COLS: usize = 64;
 
 /// Eight packed rows at `gp` · one column, `nb` blocks: row `i`'s dot
 /// product in lane `i`. Per block, each row's byte products stay in its
@@ -355,34 +379,101 @@ unsafe fn packed_group<const K: u8, const X: u8, A: Block32>(
     scales: *const f32,
     nb: usize,
 ) -> __m256 {
-    let gb = if K == K_Q4_1 { 160 } else { 144 };
-    let quants_at = if K == K_Q4_1 { 32 } else { 16 };
-    let low = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
     for b in 0..nb {
-        let bp = gp.add(b * gb);
-        let q = bp.add(quants_at);
-        let y = (*a.add(b)).qs().as_ptr();
-        let word = |k: usize| _mm256_set1_epi32(y.add(4 * k).cast::<i32>().read_unaligned());
-        let mut isum = _mm256_setzero_si256();
-        for k in 0..4 {
-            let v = _mm256_loadu_si256(q.add(32 * k).cast());
-            let lo = _mm256_and_si256(v, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
-            isum = dot_bytes::<X>(isum, lo, word(k));
-            isum = dot_bytes::<X>(isum, hi, word(4 + k));
-        }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(bp.cast()));
-        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(*scales.add(b)));
-        acc = _mm256_fmadd_ps(t, d, acc);
-        let off = if K == K_Q4_1 {
-            _mm256_cvtph_ps(_mm_loadu_si128(bp.add(16).cast()))
-        } else {
-            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
-        };
-        acc = _mm256_fmadd_ps(off, _mm256_set1_ps(*sums.add(b)), acc);
+        let block = PackedBlock::new::<K, X>(gp, b);
+        acc = block.add_column::<X, A>(acc, a.add(b), *sums.add(b), *scales.add(b));
     }
     acc
+}
+
+/// [`packed_group`] for `acc.len()` columns `nb` blocks apart (the first at
+/// `a`, `sums`, `scales`): each block is unpacked once for all of them, and
+/// each column gets the operations it gets alone.
+#[inline(always)]
+unsafe fn packed_columns<const K: u8, const X: u8, A: Block32>(
+    gp: *const u8,
+    a: *const A,
+    sums: *const f32,
+    scales: *const f32,
+    nb: usize,
+    acc: &mut [__m256],
+) {
+    acc.fill(_mm256_setzero_ps());
+    for b in 0..nb {
+        let block = PackedBlock::new::<K, X>(gp, b);
+        for (c, v) in acc.iter_mut().enumerate() {
+            let i = c * nb + b;
+            *v = block.add_column::<X, A>(*v, a.add(i), *sums.add(i), *scales.add(i));
+        }
+    }
+}
+
+/// One block of eight packed rows, unpacked: the values of its four quant
+/// vectors (low nibbles of vector `k` at `2k`, high ones at `2k + 1`), the
+/// eight scales and the eight offset coefficients.
+struct PackedBlock {
+    values: [__m256i; 8],
+    d: __m256,
+    off: __m256,
+}
+
+impl PackedBlock {
+    /// Block `b` of the packed group at `gp`, of format `K`.
+    #[inline(always)]
+    unsafe fn new<const K: u8, const X: u8>(gp: *const u8, b: usize) -> PackedBlock {
+        let (gb, quants_at) = match K {
+            K_Q4_1 => (160, 32),
+            K_Q5_0 => (176, 48),
+            _ => (144, 16),
+        };
+        let bp = gp.add(b * gb);
+        let q = bp.add(quants_at);
+        let low = _mm256_set1_epi8(0xF);
+        // Q5_0: the fifth bits of nibble vector `m` (see `PackedRows`).
+        let fifth = |v: __m256i, m: usize| {
+            if K == K_Q5_0 {
+                with_fifth_bits::<X>(v, bp.add(16 + 4 * m))
+            } else {
+                v
+            }
+        };
+        let mut values = [_mm256_setzero_si256(); 8];
+        for k in 0..4 {
+            let v = _mm256_loadu_si256(q.add(32 * k).cast());
+            values[2 * k] = fifth(_mm256_and_si256(v, low), 2 * k);
+            values[2 * k + 1] = fifth(_mm256_and_si256(_mm256_srli_epi16::<4>(v), low), 2 * k + 1);
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(bp.cast()));
+        let off = match K {
+            K_Q4_1 => _mm256_cvtph_ps(_mm_loadu_si128(bp.add(16).cast())),
+            K_Q5_0 => _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
+            _ => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
+        };
+        PackedBlock { values, d, off }
+    }
+
+    /// `acc` plus this block times the activation block `y` (with its
+    /// contiguous `sum` and `scale`), row `i` in lane `i`.
+    #[inline(always)]
+    unsafe fn add_column<const X: u8, A: Block32>(
+        &self,
+        acc: __m256,
+        y: *const A,
+        sum: f32,
+        scale: f32,
+    ) -> __m256 {
+        let qs = (*y).qs().as_ptr();
+        let word = |k: usize| _mm256_set1_epi32(qs.add(4 * k).cast::<i32>().read_unaligned());
+        let mut isum = _mm256_setzero_si256();
+        for k in 0..4 {
+            isum = dot_bytes::<X>(isum, self.values[2 * k], word(k));
+            isum = dot_bytes::<X>(isum, self.values[2 * k + 1], word(4 + k));
+        }
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(scale));
+        let acc = _mm256_fmadd_ps(t, self.d, acc);
+        _mm256_fmadd_ps(self.off, _mm256_set1_ps(sum), acc)
+    }
 }
 
 /// Walks `rows` (outermost) × columns `0..n` in groups of eight and hands
@@ -630,24 +721,31 @@ unsafe fn values32<const K: u8, const X: u8>(p: *const u8) -> __m256i {
     match K {
         K_Q4_0 => nibbles(p.add(2)),
         K_Q4_1 => nibbles(p.add(4)),
-        K_Q5_0 if X == AVX512 => q5_0_values_avx512(p),
-        K_Q5_0 => {
-            // The fifth bits, as 0x10 bytes, on top of the nibbles.
-            let high = _mm256_and_si256(bytes_from_bits(p.add(2)), _mm256_set1_epi8(0x10));
-            _mm256_or_si256(nibbles(p.add(6)), high)
-        }
+        K_Q5_0 => with_fifth_bits::<X>(nibbles(p.add(6)), p.add(2)),
         _ => _mm256_loadu_si256(p.add(2).cast()),
     }
 }
 
-/// The 32 values of the Q5_0 block at `p`: the nibbles, plus 16 where the
-/// block's fifth-bit mask has the bit set (one masked byte add).
+/// `v` (nibbles) plus 16 in the bytes whose bit is set in the 32-bit mask
+/// at `p`: Q5_0's fifth bits. One masked byte add with AVX-512; a bit
+/// spread, and and or without.
+#[inline(always)]
+unsafe fn with_fifth_bits<const X: u8>(v: __m256i, p: *const u8) -> __m256i {
+    if X == AVX512 {
+        fifth_bits_avx512(v, p)
+    } else {
+        let high = _mm256_and_si256(bytes_from_bits(p), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(v, high)
+    }
+}
+
+/// [`with_fifth_bits`] under AVX-512: the mask loaded straight into a mask
+/// register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn q5_0_values_avx512(p: *const u8) -> __m256i {
-    let high: __mmask32 = p.add(2).cast::<u32>().read_unaligned();
-    let low = nibbles(p.add(6));
-    _mm256_mask_add_epi8(low, high, low, _mm256_set1_epi8(0x10))
+unsafe fn fifth_bits_avx512(v: __m256i, p: *const u8) -> __m256i {
+    let high: __mmask32 = p.cast::<u32>().read_unaligned();
+    _mm256_mask_add_epi8(v, high, v, _mm256_set1_epi8(0x10))
 }
 
 /// The scales and offset coefficients (0 for Q8_0) of the `g <= 8` blocks
