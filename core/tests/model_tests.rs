@@ -130,3 +130,65 @@ fn missing_or_mistyped_keys_name_the_key() {
         "llama.rope.freq_base = NaN must be a positive finite number",
     );
 }
+
+/// Logits of a few tokens through `model`, one at a time.
+fn logits_of(model: &Model) -> Vec<f32> {
+    let pool = edgeloop_core::kernels::ThreadPool::new(2);
+    let mut caches = vec![model.new_cache(8)];
+    let mut scratch = edgeloop_core::model::ForwardScratch::default();
+    let mut all = Vec::new();
+    for (pos, token) in [1u32, 7, 3, 60].into_iter().enumerate() {
+        let batch = [edgeloop_core::model::BatchToken { token, pos, seq: 0 }];
+        let mut logits = Vec::new();
+        model
+            .forward(&pool, &batch, &mut caches, &[0], &mut logits, &mut scratch)
+            .unwrap();
+        all.extend(logits);
+    }
+    all
+}
+
+#[test]
+fn packed_weights_are_cached_beside_the_model_and_remade_when_stale_or_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let writer = common::tiny_llama_writer(|_, _| {});
+    writer.write_file(&path).unwrap();
+    let cache = dir.path().join("tiny.gguf.packed");
+    let modified = || std::fs::metadata(&cache).unwrap().modified().unwrap();
+
+    let first = logits_of(&Model::open(&path).unwrap());
+    if !edgeloop_core::kernels::packed_rows_used() {
+        assert!(
+            !cache.exists(),
+            "no packed weights where the kernels do not read them"
+        );
+        return;
+    }
+    let made = modified();
+    let size = std::fs::metadata(&cache).unwrap().len();
+    assert!(size > 0, "the cache holds the packed matrices");
+
+    // A second load maps the cache as it is, and computes the same logits.
+    let second = logits_of(&Model::open(&path).unwrap());
+    assert_eq!(first, second);
+    assert_eq!(modified(), made, "a valid cache is read, not written again");
+
+    // A changed model file makes the cache stale: it is written again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    writer.write_file(&path).unwrap();
+    assert_eq!(logits_of(&Model::open(&path).unwrap()), first);
+    assert_ne!(modified(), made, "a stale cache is remade");
+
+    // A damaged cache (cut short, garbage, empty) is ignored and remade.
+    let whole = std::fs::read(&cache).unwrap();
+    for damaged in [&whole[..whole.len() - 1], &b"not a cache"[..], &[][..]] {
+        std::fs::write(&cache, damaged).unwrap();
+        assert_eq!(logits_of(&Model::open(&path).unwrap()), first);
+        assert_eq!(
+            std::fs::read(&cache).unwrap(),
+            whole,
+            "the damaged cache is rewritten"
+        );
+    }
+}

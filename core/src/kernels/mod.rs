@@ -8,5 +8,5 @@ mod packed;
 mod pool;
 
 pub use matmul::{matmul, matmul_many, try_matmul, MatmulScratch, QMatrix, MAX_MANY};
-pub use packed::{packed_rows_used, PackedRows};
+pub use packed::{packed_len, packed_rows_used, PackedRows};
 pub use pool::ThreadPool;

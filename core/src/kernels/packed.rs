@@ -20,6 +20,9 @@
 //! instruction sets and the GPU read), made for Q4_0, Q4_1 and Q5_0
 //! matrices whose row count is a multiple of eight.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use crate::quant::GgmlType;
 
 /// Rows packed together.
@@ -38,7 +41,14 @@ pub struct PackedRows {
     pub(crate) dtype: GgmlType,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
-    pub(crate) data: Vec<u8>,
+    data: PackedBytes,
+}
+
+/// Where packed rows live: made in memory, or mapped from a cache file.
+#[derive(Debug)]
+enum PackedBytes {
+    Owned(Vec<u8>),
+    Mapped(Arc<memmap2::Mmap>, Range<usize>),
 }
 
 /// Bytes of one block of eight rows in `dtype` (Q4_0, Q4_1 or Q5_0): as
@@ -64,22 +74,29 @@ pub fn packed_rows_used() -> bool {
     }
 }
 
+/// The size of a packed `rows × cols` matrix of `dtype` (that of the file's
+/// rows), or `None` where packing does not apply: another type than Q4_0,
+/// Q4_1 and Q5_0, or rows that do not fill groups of [`PACK_ROWS`].
+pub fn packed_len(dtype: GgmlType, rows: usize, cols: usize) -> Option<usize> {
+    if !matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0) {
+        return None;
+    }
+    if rows == 0 || !rows.is_multiple_of(PACK_ROWS) || !cols.is_multiple_of(32) {
+        return None;
+    }
+    (cols / 32 * dtype.block_bytes()).checked_mul(rows)
+}
+
 impl PackedRows {
     /// Repacks a `rows × cols` matrix of `dtype` held in `data` (as the file
     /// stores it), or `None` where this layout does not apply: another type,
     /// a row count that is not a multiple of [`PACK_ROWS`], or `data` of the
     /// wrong size.
     pub fn new(dtype: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<PackedRows> {
-        if !matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0) {
-            return None;
-        }
-        if rows == 0 || !rows.is_multiple_of(PACK_ROWS) || !cols.is_multiple_of(32) {
+        if data.len() != packed_len(dtype, rows, cols)? {
             return None;
         }
         let rb = cols / 32 * dtype.block_bytes();
-        if data.len() != rows.checked_mul(rb)? {
-            return None;
-        }
         let mut out = vec![0u8; data.len()];
         for (src, dst) in data
             .chunks_exact(PACK_ROWS * rb)
@@ -95,18 +112,43 @@ impl PackedRows {
             dtype,
             rows,
             cols,
-            data: out,
+            data: PackedBytes::Owned(out),
         })
     }
 
-    /// Bytes held.
-    pub fn len(&self) -> usize {
-        self.data.len()
+    /// Packed rows already made, read from `range` of a mapped file (see
+    /// [`PackedRows::bytes`]), or `None` if the range does not hold exactly
+    /// a packed `rows × cols` matrix of `dtype`.
+    pub fn mapped(
+        dtype: GgmlType,
+        rows: usize,
+        cols: usize,
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    ) -> Option<PackedRows> {
+        let fits = range.end <= map.len() && range.start <= range.end;
+        if !fits || range.len() != packed_len(dtype, rows, cols)? {
+            return None;
+        }
+        Some(PackedRows {
+            dtype,
+            rows,
+            cols,
+            data: PackedBytes::Mapped(map, range),
+        })
     }
 
-    /// Whether nothing is held (never, for a packed matrix).
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+    /// The packed bytes, laid out as described at [`PackedRows`].
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            PackedBytes::Owned(v) => v,
+            PackedBytes::Mapped(map, range) => &map[range.clone()],
+        }
+    }
+
+    /// The weight type, rows and columns of the matrix.
+    pub fn shape(&self) -> (GgmlType, usize, usize) {
+        (self.dtype, self.rows, self.cols)
     }
 }
 

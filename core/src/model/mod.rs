@@ -11,6 +11,7 @@ mod gemma3;
 mod kv_cache;
 mod llama;
 pub mod ops;
+mod pack_cache;
 mod qwen3;
 mod weights;
 
@@ -27,6 +28,7 @@ pub use weights::{LayerWeights, MatrixRef, Weights};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{self, PackedRows, ThreadPool};
 use crate::quant::{GgmlType, SUPPORTED};
+use pack_cache::Wanted;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -176,32 +178,66 @@ impl Model {
     }
 
     /// [`PackedRows`] of every matrix product's weights that has them, when
-    /// this CPU's kernels read them. Packing is a copy into fresh pages,
-    /// whose faults cost as much as the copy, so it runs on every core.
+    /// this CPU's kernels read them: mapped from the cache beside the model
+    /// file when it holds them (see [`pack_cache`]), else made and cached.
     fn pack(&self) -> HashMap<usize, PackedRows> {
         if !kernels::packed_rows_used() {
             return HashMap::new();
         }
         let w = &self.weights;
-        let mut matrices: Vec<&MatrixRef> = w
+        let mut wanted: Vec<Wanted> = w
             .layers
             .iter()
             .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
             .chain([&w.output])
+            .filter(|m| kernels::packed_len(m.dtype, m.rows, m.cols).is_some())
+            .map(|m| Wanted {
+                offset: m.bytes.start,
+                dtype: m.dtype,
+                rows: m.rows,
+                cols: m.cols,
+            })
             .collect();
-        matrices.sort_by_key(|m| m.bytes.start);
-        matrices.dedup_by_key(|m| m.bytes.start);
+        wanted.sort_by_key(|m| m.offset);
+        wanted.dedup_by_key(|m| m.offset);
+        if wanted.is_empty() {
+            return HashMap::new();
+        }
+        let cache = self
+            .file
+            .path()
+            .and_then(|p| Some((pack_cache::path_for(p), pack_cache::Source::of(p)?)));
+        if let Some((path, source)) = &cache {
+            if let Some(packed) = pack_cache::load(path, *source, &wanted) {
+                return packed;
+            }
+        }
+        let packed = self.pack_in_memory(&wanted);
+        if let Some((path, source)) = &cache {
+            if let Err(e) = pack_cache::store(path, *source, &wanted, &packed) {
+                log::debug!("could not cache packed weights at {}: {e}", path.display());
+            }
+        }
+        packed
+    }
+
+    /// Packs `wanted` from the mapped file. Packing is a copy into fresh
+    /// pages, whose faults cost as much as the copy, so it runs on every
+    /// core.
+    fn pack_in_memory(&self, wanted: &[Wanted]) -> HashMap<usize, PackedRows> {
         let bytes = self.file_bytes();
         let next = AtomicUsize::new(0);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let packed = Mutex::new(HashMap::new());
         let work = || {
-            while let Some(m) = matrices.get(next.fetch_add(1, Ordering::Relaxed)) {
-                if let Some(p) = PackedRows::new(m.dtype, &bytes[m.bytes.clone()], m.rows, m.cols) {
+            while let Some(m) = wanted.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let len = kernels::packed_len(m.dtype, m.rows, m.cols).unwrap_or(0);
+                let data = &bytes[m.offset..m.offset + len];
+                if let Some(p) = PackedRows::new(m.dtype, data, m.rows, m.cols) {
                     packed
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(m.bytes.start, p);
+                        .insert(m.offset, p);
                 }
             }
         };

@@ -323,13 +323,14 @@ unsafe fn run_packed<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize
 ) {
     let nb = p.cols / 32;
     let gb = group_block_bytes(p.dtype);
-    assert!(rows.end <= p.rows && p.data.len() >= p.rows / PACK_ROWS * nb * gb);
+    let data = p.bytes();
+    assert!(rows.end <= p.rows && data.len() >= p.rows / PACK_ROWS * nb * gb);
     assert!(a.len() >= n * nb && sums.len() >= n * nb && scales.len() >= n * nb);
     for g in rows.start / PACK_ROWS..rows.end / PACK_ROWS {
-        // SAFETY: group `g` is within `p.data` and the columns within the
+        // SAFETY: group `g` is within `data` and the columns within the
         // activations (asserted above).
         unsafe {
-            let gp = p.data.as_ptr().add(g * nb * gb);
+            let gp = data.as_ptr().add(g * nb * gb);
             if n == 1 {
                 prefetch_ahead(gp, nb * gb);
             }
