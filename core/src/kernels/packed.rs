@@ -53,12 +53,20 @@ enum PackedBytes {
 
 /// Bytes of one block of eight rows in `dtype` (Q4_0, Q4_1 or Q5_0): as
 /// many as the file's eight blocks.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const fn group_block_bytes(dtype: GgmlType) -> usize {
     match dtype {
         GgmlType::Q4_1 => 32 + 128,
         GgmlType::Q5_0 => 48 + 128,
         _ => 16 + 128,
     }
+}
+
+/// Where the quant vectors of a block of eight rows in `dtype` start: after
+/// the scales, minimums and fifth-bit masks.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const fn quants_offset(dtype: GgmlType) -> usize {
+    group_block_bytes(dtype) - 128
 }
 
 /// Whether this CPU's matrix products read [`PackedRows`] (x86 with AVX2;

@@ -80,8 +80,9 @@ pub struct Model {
     config: ModelConfig,
     weights: Weights,
     /// Repacked copies of the matrices the CPU kernels read faster that way
-    /// ([`PackedRows`]), by the file offset of their bytes; made on the
-    /// first CPU forward pass, so a model run on the GPU never holds them.
+    /// ([`PackedRows`]), by the file offset of their bytes; made or mapped
+    /// from the cache beside the model on the first CPU forward pass, so a
+    /// model run on the GPU never holds them.
     packed: OnceLock<HashMap<usize, PackedRows>>,
     rope_global: Vec<f32>,
     rope_local: Vec<f32>,
@@ -232,7 +233,7 @@ impl Model {
         let work = || {
             while let Some(m) = wanted.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let len = kernels::packed_len(m.dtype, m.rows, m.cols).unwrap_or(0);
-                let data = &bytes[m.offset..m.offset + len];
+                let data = bytes.get(m.offset..m.offset + len).unwrap_or_default();
                 if let Some(p) = PackedRows::new(m.dtype, data, m.rows, m.cols) {
                     packed
                         .lock()

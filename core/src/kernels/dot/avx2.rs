@@ -10,6 +10,10 @@
 //! that instruction, and Q5_0's fifth bits are added under a bit mask
 //! ([`dot_rows_avx512`]).
 //!
+//! Q4_0, Q4_1 and Q5_0 weights repacked eight rows at a time
+//! ([`PackedRows`]) run [`run_packed`]: one vector holds eight rows' bytes,
+//! so each row's sum stays in its own lane and eight scales are one load.
+//!
 //! The 32-value formats keep the byte products of eight blocks in integers
 //! and scale them once, as one vector ([`tile32`]). With several columns,
 //! one row's block is multiplied by eight columns at once, read from
@@ -28,7 +32,7 @@ use std::ops::Range;
 use crate::quant::{q4k_scales_mins, round_f16, BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType, QK_K};
 
 use super::super::matmul::QMatrix;
-use super::super::packed::{group_block_bytes, PackedRows, PACK_ROWS};
+use super::super::packed::{group_block_bytes, quants_offset, PackedRows, PACK_ROWS};
 use super::{dispatch_tile, for_each_tile, Acts, Block32, Block8x8, Block8x8K, TileOut};
 
 /// Whether this CPU has the features every function here requires.
@@ -302,9 +306,10 @@ unsafe fn run32<const K: u8, const X: u8, A: Block32, F: FnMut(usize, usize, f32
     by_groups(rows, n, lone, group, out)
 }
 
-/// Q4_0 or Q4_1 rows repacked eight at a time ([`PackedRows`]): each group
-/// of eight rows against each column in turn, through [`packed_group`]. A
-/// column gets the same operations alone and among others.
+/// Q4_0, Q4_1 or Q5_0 rows repacked eight at a time ([`PackedRows`]): each
+/// group of eight rows against one column ([`packed_group`]) or up to
+/// [`PACKED_COLS`] columns at once ([`packed_columns`]). A column gets the
+/// same operations alone and among others.
 ///
 /// # Safety
 /// AVX2/FMA/F16C available; `p` is of format `K`; `rows` lies within it
@@ -423,13 +428,13 @@ impl PackedBlock {
     /// Block `b` of the packed group at `gp`, of format `K`.
     #[inline(always)]
     unsafe fn new<const K: u8, const X: u8>(gp: *const u8, b: usize) -> PackedBlock {
-        let (gb, quants_at) = match K {
-            K_Q4_1 => (160, 32),
-            K_Q5_0 => (176, 48),
-            _ => (144, 16),
+        let dtype = match K {
+            K_Q4_0 => GgmlType::Q4_0,
+            K_Q4_1 => GgmlType::Q4_1,
+            _ => GgmlType::Q5_0,
         };
-        let bp = gp.add(b * gb);
-        let q = bp.add(quants_at);
+        let bp = gp.add(b * group_block_bytes(dtype));
+        let q = bp.add(quants_offset(dtype));
         let low = _mm256_set1_epi8(0xF);
         // Q5_0: the fifth bits of nibble vector `m` (see `PackedRows`).
         let fifth = |v: __m256i, m: usize| {
