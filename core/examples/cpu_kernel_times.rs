@@ -7,10 +7,10 @@
 
 use std::time::Instant;
 
-use edgeloop_core::kernels::{
-    matmul, packed_rows_used, MatmulScratch, PackedRows, QMatrix, ThreadPool,
-};
-use edgeloop_core::quant::{quantize, GgmlType};
+use edgeloop_core::kernels::{matmul, MatmulScratch, QMatrix, ThreadPool};
+use edgeloop_core::quant::GgmlType;
+
+mod common;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = ThreadPool::new(1);
@@ -30,27 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "type", "rows×cols", "n", "µs/call", "GB/s"
     );
     for (t, rows, cols) in shapes {
-        let values: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
-            .collect();
-        let bytes = match quantize(t, &values) {
-            Ok(b) => b,
-            // Types the writer cannot produce: pseudo-random blocks, each
-            // with the scale 1/16 (f16 0x2C00) in its first two bytes.
-            Err(_) => {
-                let block = t.block_bytes();
-                let mut b: Vec<u8> = (0..rows * cols / t.block_len() * block)
-                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                    .collect();
-                for blk in b.chunks_exact_mut(block) {
-                    blk[..2].copy_from_slice(&0x2C00u16.to_le_bytes());
-                }
-                b
-            }
-        };
-        // Repacked where the CPU's kernels read that layout, as a model's
-        // matrices are.
-        let packed = PackedRows::new(t, &bytes, rows, cols).filter(|_| packed_rows_used());
+        let bytes = common::weights(t, rows, cols);
+        let packed = common::packed(t, &bytes, rows, cols);
         let w = QMatrix::new(t, &bytes, rows, cols)?.with_packed(packed.as_ref());
         for n in [1, 8, 64] {
             let x: Vec<f32> = (0..n * cols)

@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use edgeloop_core::kernels::{
-    matmul, packed_rows_used, MatmulScratch, PackedRows, QMatrix, ThreadPool,
-};
-use edgeloop_core::quant::{quantize, GgmlType};
+use edgeloop_core::kernels::{matmul, MatmulScratch, PackedRows, QMatrix, ThreadPool};
+use edgeloop_core::quant::GgmlType;
+
+mod common;
 
 /// Bytes of weights streamed per round (well past a 32 MiB L3).
 const TOTAL: usize = 192 << 20;
@@ -70,22 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             {
                 continue;
             }
-            let values: Vec<f32> = (0..rows * cols)
-                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
-                .collect();
-            let one = match quantize(t, &values) {
-                Ok(b) => b,
-                Err(_) => {
-                    let block = t.block_bytes();
-                    let mut b: Vec<u8> = (0..rows * cols / t.block_len() * block)
-                        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                        .collect();
-                    for blk in b.chunks_exact_mut(block) {
-                        blk[..2].copy_from_slice(&0x2C00u16.to_le_bytes());
-                    }
-                    b
-                }
-            };
+            let one = common::weights(t, rows, cols);
             let copies = TOTAL / one.len();
             let all: Vec<u8> = one
                 .iter()
@@ -93,11 +78,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .cycle()
                 .take(copies * one.len())
                 .collect();
-            // Repacked where the CPU's kernels read that layout, as a
-            // model's matrices are.
             let packed: Vec<Option<PackedRows>> = all
                 .chunks_exact(one.len())
-                .map(|b| PackedRows::new(t, b, rows, cols).filter(|_| packed_rows_used()))
+                .map(|b| common::packed(t, b, rows, cols))
                 .collect();
             let mats: Vec<QMatrix> = all
                 .chunks_exact(one.len())
