@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeloop_core::manifest::{self, Manifest, ManifestError, Published};
-use edgeloop_core::model::Model;
+use edgeloop_core::model::{packed_cache_path, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -160,6 +160,7 @@ pub fn pull_published(name: &str, url: &str, token: Option<&str>, cache: &Path) 
         .with_context(|| format!("GET {file_url}: the file does not load as a model"))?;
     std::fs::rename(&partial.0, &dest)
         .with_context(|| format!("renaming {} to {}", partial.0.display(), dest.display()))?;
+    let _ = std::fs::remove_file(packed_cache_path(&dest));
     let mut json = serde_json::to_vec_pretty(&m)?;
     json.push(b'\n');
     write_atomic(&manifest_path, &json)?;
@@ -313,6 +314,7 @@ pub fn pull(m: &Manifest, dir: &Path) -> Result<PathBuf> {
         return Err(e.into());
     }
     std::fs::rename(&partial, &dest)?;
+    let _ = std::fs::remove_file(packed_cache_path(&dest));
     eprintln!("{} ready at {}", m.name, dest.display());
     Ok(dest)
 }

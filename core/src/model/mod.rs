@@ -30,6 +30,13 @@ use crate::kernels::{self, PackedRows, ThreadPool};
 use crate::quant::{GgmlType, SUPPORTED};
 use pack_cache::Wanted;
 
+/// Where the CPU's repacked matrices of the model file at `model` are
+/// cached (`MODEL.gguf.packed`). A tool that replaces a model file removes
+/// it: the cache would be remade anyway, as it no longer matches.
+pub fn packed_cache_path(model: &Path) -> std::path::PathBuf {
+    pack_cache::path_for(model)
+}
+
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use edgeloop_core::manifest::{check_published_name, Published};
-use edgeloop_core::model::Model;
+use edgeloop_core::model::{packed_cache_path, Model};
 use edgeloop_core::tokenizer::strftime;
 use edgeloop_train::export::Provenance;
 use sha2::{Digest, Sha256};
@@ -55,6 +55,7 @@ pub fn publish(models: &Path, name: &str, file: &Path) -> Result<Published> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             std::fs::rename(&tmp, &dest)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+            let _ = std::fs::remove_file(packed_cache_path(&dest));
             Ok(staged)
         })
         .inspect_err(|_| {
