@@ -1,48 +1,22 @@
 //! Times single-column matrix products that stream their weights from
 //! memory, as decode does: many distinct matrices, together far larger than
 //! the caches, each multiplied once per round. Prints GB/s of weights per
-//! weight type and thread count, beside a plain read of the same bytes.
+//! weight type and thread count, beside `edgeloop bench`'s plain read.
 //!
 //! `cargo run --release -p edgeloop-core --example cpu_stream_times [TYPE]`
 //! (TYPE, e.g. `q4_1`, times that weight type only).
 
 use std::time::Instant;
 
-use edgeloop_core::kernels::{matmul, MatmulScratch, PackedRows, QMatrix, ThreadPool};
+use edgeloop_core::kernels::{
+    matmul, read_bandwidth_gb_s, MatmulScratch, PackedRows, QMatrix, ThreadPool,
+};
 use edgeloop_core::quant::GgmlType;
 
 mod common;
 
 /// Bytes of weights streamed per round (well past a 32 MiB L3).
 const TOTAL: usize = 192 << 20;
-
-/// Best of five plain reads of `data`, split in one contiguous part per
-/// thread, in GB/s.
-fn read_gb_s(pool: &ThreadPool, data: &[u8]) -> f64 {
-    let chunk = data.len() / pool.n_threads();
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let sum = std::sync::atomic::AtomicU64::new(0);
-        pool.run(&|i, _| {
-            let part = &data[i * chunk..(i + 1) * chunk];
-            let mut acc = [0u64; 8];
-            for c in part.chunks_exact(64) {
-                for k in 0..8 {
-                    acc[k] = acc[k]
-                        .wrapping_add(u64::from_le_bytes(c[8 * k..8 * k + 8].try_into().unwrap()));
-                }
-            }
-            sum.fetch_add(
-                acc.iter().fold(0, |a, &b| a.wrapping_add(b)),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        });
-        std::hint::black_box(sum.into_inner());
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    data.len() as f64 / best / 1e9
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shapes = [
@@ -57,12 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for threads in [1, 2] {
         let pool = ThreadPool::new(threads);
         let mut scratch = MatmulScratch::default();
-        let probe = vec![1u8; TOTAL];
         println!(
-            "threads {threads}: plain read {:.1} GB/s",
-            read_gb_s(&pool, &probe)
+            "threads {threads}: plain read {:.1} GB/s (the bench's probe)",
+            read_bandwidth_gb_s(threads)
         );
-        drop(probe);
         for (t, rows, cols) in shapes {
             if only
                 .as_ref()

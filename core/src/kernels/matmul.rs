@@ -319,9 +319,10 @@ fn matmul_many_with(
 /// step's read bandwidth on two threads), then helps with the others'
 /// spans, so a descheduled thread does not hold up the job.
 struct Spans {
-    /// `ends[t]`: where thread `t`'s span ends (it starts at `ends[t - 1]`).
-    ends: [usize; MAX_SPANS],
-    /// `next[t]`: the next unclaimed chunk of span `t`.
+    /// Chunks in the job.
+    n: usize,
+    /// `next[t]`: the next unclaimed chunk of span `t`, which holds chunks
+    /// `t * n / len..(t + 1) * n / len`.
     next: [Counter; MAX_SPANS],
     /// Spans in use: the thread count, at most [`MAX_SPANS`] and `n`.
     len: usize,
@@ -338,12 +339,8 @@ struct Counter(AtomicUsize);
 impl Spans {
     fn new(n: usize, threads: usize) -> Spans {
         let len = threads.clamp(1, MAX_SPANS).min(n.max(1));
-        let mut ends = [0; MAX_SPANS];
-        let next = std::array::from_fn(|t| {
-            ends[t] = if t < len { (t + 1) * n / len } else { n };
-            Counter(AtomicUsize::new(t.min(len) * n / len))
-        });
-        Spans { ends, next, len }
+        let next = std::array::from_fn(|t| Counter(AtomicUsize::new(t.min(len) * n / len)));
+        Spans { n, next, len }
     }
 
     /// Runs `f` on chunks claimed for thread `tid`: its own span's first,
@@ -352,7 +349,7 @@ impl Spans {
         for s in (0..self.len).map(|k| (tid % self.len + k) % self.len) {
             loop {
                 let ci = self.next[s].0.fetch_add(1, Ordering::Relaxed);
-                if ci >= self.ends[s] {
+                if ci >= (s + 1) * self.n / self.len {
                     break;
                 }
                 f(ci);
